@@ -1,0 +1,72 @@
+"""Config helpers: OmegaConf resolvers and the checks that turn a wrong value into one clear line.
+
+Hydra already rejects an unknown group option (``model=foo`` lists the available ones). What it
+cannot know is that ``trainer.max_steps`` must be a positive int or that ``init_from`` must name an
+existing file; :func:`check_train_config` says so before anything is written or trained.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from fcnlab.errors import ConfigError
+
+
+def _register_resolvers() -> None:
+    # ``${pid:}`` makes run folders unique even for jobs started in the same microsecond.
+    if not OmegaConf.has_resolver("pid"):
+        OmegaConf.register_new_resolver("pid", lambda: os.getpid())
+
+
+_register_resolvers()
+
+
+def _expect(cfg: DictConfig, key: str, ok, expected: str) -> None:
+    value = OmegaConf.select(cfg, key, throw_on_missing=False)
+    if not ok(value):
+        raise ConfigError(f"{key}: expected {expected}, got {value!r}")
+
+
+def _is_pos_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v > 0
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def check_train_config(cfg: DictConfig) -> None:
+    """Validate the values train(cfg) relies on; raise ConfigError naming the first bad one."""
+    for group in ("model", "data", "optim", "trainer"):
+        if not isinstance(cfg.get(group), DictConfig):
+            raise ConfigError(f"{group}: expected a config group (e.g. {group}=...), got nothing")
+    _expect(cfg, "seed", _is_int, "an int")
+    _expect(cfg, "model.name", lambda v: isinstance(v, str) and v, "a model name")
+    _expect(cfg, "data.name", lambda v: isinstance(v, str) and v, "a data set name")
+    _expect(cfg, "data.num_classes", lambda v: _is_pos_int(v) and v >= 2, "an int >= 2")
+    _expect(cfg, "trainer.max_steps", _is_pos_int,
+            "a positive int (training is counted in iterations)")
+    _expect(cfg, "trainer.val_check_interval", lambda v: v is None or _is_pos_int(v),
+            "a positive int: validate every N iterations")
+    _expect(cfg, "loss.reduction", lambda v: v in ("mean", "sum"), "'mean' or 'sum'")
+    _expect(cfg, "optim.optimizer.lr", lambda v: isinstance(v, (int, float))
+            and not isinstance(v, bool) and v > 0, "a positive number")
+    init_from = OmegaConf.select(cfg, "model.init_from")
+    if init_from is not None:
+        if not isinstance(init_from, str):
+            raise ConfigError(f"model.init_from: expected a checkpoint path, got {init_from!r}")
+        if not Path(init_from).is_file():
+            raise ConfigError(
+                f"model.init_from: checkpoint {init_from!r} does not exist; expected the .ckpt of "
+                f"the previous stage (e.g. an FCN-32s run's checkpoints/last.ckpt)"
+            )
+
+
+def to_plain(cfg) -> dict | list | None:
+    """A resolved, plain-python copy of a config node (safe to store in checkpoints)."""
+    if cfg is None:
+        return None
+    return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)

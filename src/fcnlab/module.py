@@ -1,0 +1,150 @@
+"""The LightningModule: a network, the per-pixel loss, one metric per split, optimizer groups.
+
+Everything passed to ``__init__`` is plain data (dicts of the resolved Hydra config), saved with
+``save_hyperparameters`` so checkpoints load with ``torch.load(weights_only=True)`` and the network
+can be rebuilt from the checkpoint alone (``eval.py ckpt_path=…``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import hydra
+import lightning as L
+import torch
+import torch.nn.functional as F
+
+from fcnlab.errors import ConfigError, DataError
+from fcnlab.metrics import SegmentationScores
+from fcnlab.optim import param_groups
+
+LOSS_REDUCTIONS = ("mean", "sum")
+
+
+class SegmentationModule(L.LightningModule):
+    """Per-pixel classification with cross-entropy, void pixels ignored.
+
+    Args:
+        net: Hydra config (plain dict with ``_target_``) of the network.
+        optim: ``{"optimizer": <partial config>, "scheduler": <partial config or None>,
+            "bias_lr_mult": 2, "bias_decay_mult": 0}``.
+        loss: ``{"reduction": "mean" | "sum", "ignore_index": 255}``. ``sum`` is the heavy FCN
+            protocol (loss summed over pixels, tiny learning rates; REFERENCE.md §3); ``mean``
+            divides by the number of non-void pixels in the batch.
+        num_classes, class_names: of the data the network is trained on.
+        metrics: keyword arguments for :class:`SegmentationScores` (e.g. ``mean_over``).
+        name: model name for records (``fcn8s`` …).
+        data: the data config the run used, kept so evaluation can rebuild it.
+    """
+
+    def __init__(
+        self,
+        net: dict,
+        optim: dict,
+        loss: dict,
+        num_classes: int,
+        class_names: list[str],
+        metrics: dict | None = None,
+        name: str = "",
+        data: dict | None = None,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        reduction = loss.get("reduction", "mean")
+        if reduction not in LOSS_REDUCTIONS:
+            raise ConfigError(f"loss.reduction: expected one of {LOSS_REDUCTIONS}, got {reduction!r}")
+        self.reduction = reduction
+        self.ignore_index = int(loss.get("ignore_index", 255))
+        self.num_classes = num_classes
+        self.class_names = list(class_names)
+        self.net = hydra.utils.instantiate(net)
+        metric_kwargs = dict(metrics or {})
+        self.val_scores = SegmentationScores(num_classes, ignore_index=self.ignore_index, **metric_kwargs)
+        self.test_scores = SegmentationScores(num_classes, ignore_index=self.ignore_index, **metric_kwargs)
+        # The most recent computed scores per split, read by the run recorder.
+        self.last_scores: dict[str, dict] = {}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    # ------------------------------------------------------------------ loss
+    def _check_labels(self, target: torch.Tensor, ids) -> None:
+        """Fail with the sample ids instead of an opaque device-side assert in the loss."""
+        bad = ((target < 0) | (target >= self.num_classes)) & (target != self.ignore_index)
+        if bool(bad.any()):
+            values = sorted(torch.unique(target[bad]).tolist())[:8]
+            raise DataError(
+                f"label values {values} in batch {list(ids)} are outside 0..{self.num_classes - 1} "
+                f"and not the void label {self.ignore_index}"
+            )
+
+    def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        total = F.cross_entropy(logits, target, ignore_index=self.ignore_index, reduction="sum")
+        if self.reduction == "sum":
+            return total
+        # Mean over non-void pixels; a batch that is all void contributes 0, not 0/0 = NaN.
+        valid = (target != self.ignore_index).sum().clamp_min(1)
+        return total / valid
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        image, target = batch["image"], batch["mask"]
+        self._check_labels(target, batch.get("id", ()))
+        loss = self.loss(self(image), target)
+        self.log("train/loss", loss, prog_bar=True, batch_size=image.shape[0])
+        return loss
+
+    # ------------------------------------------------------------- evaluation
+    def _eval_step(self, batch: dict, scores: SegmentationScores, stage: str) -> None:
+        image, target = batch["image"], batch["mask"]
+        self._check_labels(target, batch.get("id", ()))
+        logits = self(image)
+        self.log(f"{stage}/loss", self.loss(logits, target), batch_size=image.shape[0])
+        scores.update(logits.argmax(1), target)
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._eval_step(batch, self.val_scores, "val")
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._eval_step(batch, self.test_scores, "test")
+
+    def _end_eval(self, scores: SegmentationScores, stage: str) -> None:
+        result = scores.compute()  # one confusion matrix over the whole split, synced
+        scores.reset()
+        headline = {k: float(result[k]) for k in ("pixel_acc", "mean_acc", "mean_iou", "fw_iou")}
+        self.log_dict({f"{stage}/{k}": v for k, v in headline.items()})
+        per_class = {
+            name: (None if math.isnan(v) else v)
+            for name, v in zip(self.class_names, result["iou"].tolist())
+        }
+        # Absent classes have no IU; dashboards get only the defined ones.
+        self.log_dict({f"{stage}/iou/{n}": v for n, v in per_class.items() if v is not None})
+        self.last_scores[stage] = {
+            **headline,
+            "iou": per_class,
+            "confmat": result["confmat"].to(torch.int64).tolist(),
+        }
+
+    def on_validation_epoch_end(self) -> None:
+        self._end_eval(self.val_scores, "val")
+
+    def on_test_epoch_end(self) -> None:
+        self._end_eval(self.test_scores, "test")
+
+    # ------------------------------------------------------------- optimizer
+    def configure_optimizers(self):
+        cfg = self.hparams.optim
+        factory = hydra.utils.instantiate(cfg["optimizer"])  # a functools.partial
+        lr = factory.keywords.get("lr")
+        if lr is None:
+            raise ConfigError("optim.optimizer: expected an 'lr' value")
+        groups = param_groups(
+            self.net, lr, factory.keywords.get("weight_decay", 0.0),
+            bias_lr_mult=cfg.get("bias_lr_mult", 2.0),
+            bias_decay_mult=cfg.get("bias_decay_mult", 0.0),
+        )
+        optimizer = factory(groups)
+        if not cfg.get("scheduler"):
+            return optimizer
+        scheduler = hydra.utils.instantiate(cfg["scheduler"])(optimizer)
+        # Training is counted in iterations, so the schedule steps every iteration.
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -1,0 +1,113 @@
+"""Runs are records: every train or eval run writes ``results.json`` in its own folder.
+
+The record holds what the run did (model, data, resolved config, commit, library versions,
+parameter counts, wall time) and what it measured (every evaluation with its iteration and all
+metrics incl. per-class IU and the confusion matrix). It is rewritten atomically after every
+evaluation, so a run that dies later still leaves what it measured; reports are built only from
+these files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+
+import lightning as L
+
+RESULTS_FILE = "results.json"
+LIBRARIES = ("torch", "lightning", "hydra-core", "torchmetrics", "albumentations", "numpy", "fcnlab")
+
+
+def library_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {"python": platform.python_version()}
+    for name in LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def git_commit(path: Path | None = None) -> dict[str, object]:
+    """The commit of the code that ran, and whether the tree had uncommitted changes."""
+    cwd = path or Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True,
+                             text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return {"sha": None, "dirty": None}
+    return {"sha": sha or None, "dirty": bool(dirty) if sha else None}
+
+
+def machine() -> dict[str, object]:
+    import torch
+
+    info: dict[str, object] = {
+        "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+    }
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def parameter_counts(net) -> dict[str, int]:
+    total = sum(p.numel() for p in net.parameters())
+    learnable = sum(p.numel() for p in net.parameters() if p.requires_grad)
+    return {"learnable": learnable, "fixed": total - learnable, "total": total}
+
+
+def write_json_atomic(path: Path, payload: dict) -> None:
+    """Write to a temporary file and rename, so a reader never sees half a record."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
+    os.replace(tmp, path)
+
+
+class RunRecord(L.Callback):
+    """Collects every evaluation of a run and keeps ``results.json`` up to date."""
+
+    def __init__(self, output_dir: str | Path, header: dict):
+        self.path = Path(output_dir) / RESULTS_FILE
+        self.started = time.time()
+        self.record: dict = {
+            **header,
+            "status": "running",
+            "command": " ".join(sys.argv),
+            "commit": git_commit(),
+            "versions": library_versions(),
+            "machine": machine(),
+            "evaluations": [],
+        }
+
+    def add_evaluation(self, split: str, iteration: int, scores: dict) -> None:
+        self.record["evaluations"].append({"split": split, "iteration": iteration, **scores})
+        self.save()
+
+    def save(self, **updates) -> None:
+        self.record.update(updates)
+        self.record["wall_time_s"] = round(time.time() - self.started, 3)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(self.path, self.record)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module) -> None:
+        if trainer.sanity_checking or trainer.global_rank != 0:
+            return
+        if "val" in pl_module.last_scores:
+            self.add_evaluation("val", trainer.global_step, pl_module.last_scores.pop("val"))
+
+    def on_test_end(self, trainer: L.Trainer, pl_module) -> None:
+        if trainer.global_rank == 0 and "test" in pl_module.last_scores:
+            self.add_evaluation("test", trainer.global_step, pl_module.last_scores.pop("test"))
+
+    def last(self, split: str) -> dict | None:
+        evals = [e for e in self.record["evaluations"] if e["split"] == split]
+        return evals[-1] if evals else None

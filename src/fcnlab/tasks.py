@@ -1,0 +1,172 @@
+"""``train(cfg)`` and ``evaluate(cfg)``: the Lightning + Hydra glue, importable and short.
+
+``train.py`` and ``eval.py`` at the top of the repository are thin ``@hydra.main`` wrappers
+around these; tests compose the real config and call them directly.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import hydra
+import lightning as L
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from fcnlab.config import check_train_config, to_plain  # also registers resolvers
+from fcnlab.errors import ConfigError
+from fcnlab.metrics import format_scores_table
+from fcnlab.models.checkpoint import load_init_weights
+from fcnlab.module import SegmentationModule
+from fcnlab.records import RunRecord, parameter_counts
+
+log = logging.getLogger(__name__)
+
+
+def _instantiate_all(group: DictConfig | None) -> list:
+    """Instantiate every entry of a dict-shaped group (callbacks, loggers); ``None`` entries skip."""
+    if not group:
+        return []
+    return [hydra.utils.instantiate(c) for c in group.values() if c is not None and "_target_" in c]
+
+
+def build_module(cfg: DictConfig, datamodule) -> SegmentationModule:
+    if datamodule.num_classes != cfg.data.num_classes:
+        raise ConfigError(
+            f"data.num_classes is {cfg.data.num_classes} but the data set has "
+            f"{datamodule.num_classes} classes"
+        )
+    return SegmentationModule(
+        net=to_plain(cfg.model.net),
+        optim=to_plain(cfg.optim),
+        loss=to_plain(cfg.loss),
+        num_classes=datamodule.num_classes,
+        class_names=list(datamodule.class_names),
+        metrics=to_plain(cfg.get("metrics")),
+        name=cfg.model.name,
+        data=to_plain(cfg.data),
+    )
+
+
+def _print_summary(record: dict, class_names: list[str], output_dir: Path) -> None:
+    last = {}
+    for e in record["evaluations"]:
+        last[e["split"]] = e
+    for split, e in last.items():
+        scores = dict(e, iou=[e["iou"][n] if e["iou"][n] is not None else float("nan")
+                              for n in class_names])
+        print(f"\n{record['model']} on {record['data']} / {split} at iteration {e['iteration']}:")
+        print(format_scores_table(scores, class_names))
+    print(f"\nrun folder: {output_dir}\nresults:    {output_dir / 'results.json'}")
+
+
+def train(cfg: DictConfig) -> dict:
+    """Train ``cfg.model`` on ``cfg.data``; evaluate every ``val_check_interval`` iterations.
+
+    Returns the run record (also written to ``<output_dir>/results.json``).
+    """
+    check_train_config(cfg)
+    L.seed_everything(cfg.seed, workers=True)
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+
+    datamodule = hydra.utils.instantiate(cfg.data.datamodule)
+    module = build_module(cfg, datamodule)
+    init_report = None
+    if cfg.model.get("init_from"):
+        init_report = load_init_weights(module.net, cfg.model.init_from)
+
+    recorder = RunRecord(output_dir, {
+        "task": "train",
+        "model": cfg.model.name,
+        "data": cfg.data.name,
+        "output_dir": str(output_dir),
+        "parameters": parameter_counts(module.net),
+        "init_from": cfg.model.get("init_from"),
+        "init_copied": len(init_report["copied"]) if init_report else None,
+        "config": to_plain(cfg),
+    })
+    callbacks = _instantiate_all(cfg.get("callbacks")) + [recorder]
+    trainer: L.Trainer = hydra.utils.instantiate(
+        cfg.trainer, callbacks=callbacks, logger=_instantiate_all(cfg.get("logger")) or False
+    )
+    recorder.save()
+    try:
+        trainer.fit(module, datamodule=datamodule)
+        last = recorder.last("val")
+        if last is None or last["iteration"] != trainer.global_step:
+            trainer.validate(module, datamodule=datamodule)  # always score the final weights
+        if cfg.get("test"):
+            trainer.test(module, datamodule=datamodule)
+    except BaseException as e:
+        recorder.save(status="failed", error=f"{type(e).__name__}: {e}")
+        raise
+    ckpt = trainer.checkpoint_callback
+    recorder.save(
+        status="finished",
+        iterations=trainer.global_step,
+        checkpoints={
+            "last": getattr(ckpt, "last_model_path", None) or None,
+            "best": getattr(ckpt, "best_model_path", None) or None,
+        },
+    )
+    if trainer.global_rank == 0:
+        _print_summary(recorder.record, module.class_names, output_dir)
+    return recorder.record
+
+
+def load_module(ckpt_path: str | Path) -> tuple[SegmentationModule, dict]:
+    """Rebuild the module from a checkpoint alone (``weights_only=True``)."""
+    path = Path(ckpt_path)
+    if not path.is_file():
+        raise ConfigError(f"ckpt_path: {str(path)!r} does not exist; expected a .ckpt file")
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    if "hyper_parameters" not in ckpt or "state_dict" not in ckpt:
+        raise ConfigError(f"ckpt_path: {str(path)!r} is not an fcnlab Lightning checkpoint")
+    module = SegmentationModule(**ckpt["hyper_parameters"])
+    module.load_state_dict(ckpt["state_dict"])
+    return module, ckpt
+
+
+def evaluate(cfg: DictConfig) -> dict:
+    """Score a checkpoint on a split (``cfg.split``: val or test), the way training scored it.
+
+    The data config saved in the checkpoint is used unless ``data=…`` is given.
+    """
+    if cfg.get("split") not in ("val", "test"):
+        raise ConfigError(f"split: expected 'val' or 'test', got {cfg.get('split')!r}")
+    if not cfg.get("ckpt_path"):
+        raise ConfigError("ckpt_path: expected the path of a checkpoint to evaluate")
+    module, ckpt = load_module(cfg.ckpt_path)
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    data_cfg = cfg.data if cfg.get("data") else OmegaConf.create(module.hparams.data)
+    datamodule = hydra.utils.instantiate(data_cfg.datamodule)
+    if datamodule.num_classes != module.num_classes:
+        raise ConfigError(f"the checkpoint has {module.num_classes} classes but data "
+                          f"{data_cfg.name!r} has {datamodule.num_classes}")
+    iteration = int(ckpt.get("global_step", 0))
+    recorder = RunRecord(output_dir, {
+        "task": "eval",
+        "model": module.hparams.name,
+        "data": data_cfg.name,
+        "output_dir": str(output_dir),
+        "ckpt_path": str(Path(cfg.ckpt_path).resolve()),
+        "parameters": parameter_counts(module.net),
+        "config": to_plain(cfg),
+    })
+    trainer: L.Trainer = hydra.utils.instantiate(
+        cfg.trainer, logger=_instantiate_all(cfg.get("logger")) or False
+    )
+    run = trainer.validate if cfg.split == "val" else trainer.test
+    try:
+        run(module, datamodule=datamodule)
+    except BaseException as e:
+        recorder.save(status="failed", error=f"{type(e).__name__}: {e}")
+        raise
+    recorder.add_evaluation(cfg.split, iteration, module.last_scores.pop(cfg.split))
+    recorder.save(status="finished")
+    if trainer.global_rank == 0:
+        _print_summary(recorder.record, module.class_names, output_dir)
+    return recorder.record

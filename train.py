@@ -1,0 +1,21 @@
+"""Train a segmentation network: `python train.py [model=fcn8s] [data=synthetic] [key=value ...]`."""
+
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from fcnlab.errors import FcnlabError
+from fcnlab.tasks import train
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def main(cfg: DictConfig) -> None:
+    try:
+        train(cfg)
+    except FcnlabError as e:  # a user error: one line, no traceback
+        sys.exit(f"error: {e}")
+
+
+if __name__ == "__main__":
+    main()
