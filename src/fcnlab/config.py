@@ -10,9 +10,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import hydra
+from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 
-from fcnlab.errors import ConfigError
+from fcnlab.errors import ConfigError, FcnlabError
 
 
 def _register_resolvers() -> None:
@@ -70,3 +72,20 @@ def to_plain(cfg) -> dict | list | None:
     if cfg is None:
         return None
     return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+
+
+def instantiate(node, **kwargs):
+    """``hydra.utils.instantiate`` that lets our own one-line errors through unwrapped.
+
+    Hydra wraps any exception raised by a ``_target_`` in an InstantiationException with its own
+    multi-line message; a ConfigError from our constructors should reach the user as it is.
+    """
+    try:
+        return hydra.utils.instantiate(node, **kwargs)
+    except InstantiationException as e:
+        cause = e.__cause__
+        while cause is not None and not isinstance(cause, FcnlabError):
+            cause = cause.__cause__
+        if cause is not None:
+            raise cause from None
+        raise

@@ -149,6 +149,17 @@ class SegmentationScores(MulticlassConfusionMatrix):
         return scores_from_confmat(self.confmat, self.mean_over)
 
 
+def majority_class_confmat(confmat: Tensor) -> Tensor:
+    """The confusion matrix of always predicting the most frequent ground-truth class.
+
+    The floor a trained network must clear: on the embedded data that is the background.
+    """
+    gt = confmat.sum(1)
+    out = torch.zeros_like(confmat)
+    out[:, int(gt.argmax())] = gt
+    return out
+
+
 def format_scores_table(scores: dict, class_names: list[str] | None = None) -> str:
     """Plain-text table of the four headline scores and per-class IU, as percentages."""
 

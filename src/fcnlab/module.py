@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import math
 
-import hydra
 import lightning as L
 import torch
 import torch.nn.functional as F
 
+from fcnlab.config import instantiate
 from fcnlab.errors import ConfigError, DataError
-from fcnlab.metrics import SegmentationScores
+from fcnlab.metrics import SegmentationScores, majority_class_confmat, scores_from_confmat
 from fcnlab.optim import param_groups
 
 LOSS_REDUCTIONS = ("mean", "sum")
@@ -57,7 +57,7 @@ class SegmentationModule(L.LightningModule):
         self.ignore_index = int(loss.get("ignore_index", 255))
         self.num_classes = num_classes
         self.class_names = list(class_names)
-        self.net = hydra.utils.instantiate(net)
+        self.net = instantiate(net)
         metric_kwargs = dict(metrics or {})
         self.val_scores = SegmentationScores(num_classes, ignore_index=self.ignore_index, **metric_kwargs)
         self.test_scores = SegmentationScores(num_classes, ignore_index=self.ignore_index, **metric_kwargs)
@@ -118,9 +118,12 @@ class SegmentationModule(L.LightningModule):
         }
         # Absent classes have no IU; dashboards get only the defined ones.
         self.log_dict({f"{stage}/iou/{n}": v for n, v in per_class.items() if v is not None})
+        floor = scores_from_confmat(majority_class_confmat(result["confmat"]), scores.mean_over)
         self.last_scores[stage] = {
             **headline,
             "iou": per_class,
+            "majority_class_mean_iou": float(floor["mean_iou"]),
+            "majority_class_pixel_acc": float(floor["pixel_acc"]),
             "confmat": result["confmat"].to(torch.int64).tolist(),
         }
 
@@ -133,7 +136,7 @@ class SegmentationModule(L.LightningModule):
     # ------------------------------------------------------------- optimizer
     def configure_optimizers(self):
         cfg = self.hparams.optim
-        factory = hydra.utils.instantiate(cfg["optimizer"])  # a functools.partial
+        factory = instantiate(cfg["optimizer"])  # a functools.partial
         lr = factory.keywords.get("lr")
         if lr is None:
             raise ConfigError("optim.optimizer: expected an 'lr' value")
@@ -145,6 +148,6 @@ class SegmentationModule(L.LightningModule):
         optimizer = factory(groups)
         if not cfg.get("scheduler"):
             return optimizer
-        scheduler = hydra.utils.instantiate(cfg["scheduler"])(optimizer)
+        scheduler = instantiate(cfg["scheduler"])(optimizer)
         # Training is counted in iterations, so the schedule steps every iteration.
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -36,10 +36,12 @@ def param_groups(
         "bias": {"params": [], "lr": lr * bias_lr_mult, "weight_decay": weight_decay * bias_decay_mult},
         "norm": {"params": [], "lr": lr, "weight_decay": weight_decay * norm_decay_mult},
     }
+    seen: set[int] = set()  # a parameter shared by two modules goes in one group, once
     for mod_name, module in net.named_modules():
         for p_name, p in module.named_parameters(recurse=False):
-            if not p.requires_grad:
+            if not p.requires_grad or id(p) in seen:
                 continue  # frozen: fixed upsampling, a fixed trunk
+            seen.add(id(p))
             full = f"{mod_name}.{p_name}" if mod_name else p_name
             if isinstance(module, CONV_TYPES) and p_name in ("weight", "bias"):
                 groups[p_name]["params"].append(p)

@@ -9,12 +9,11 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import hydra
 import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from fcnlab.config import check_train_config, to_plain  # also registers resolvers
+from fcnlab.config import check_train_config, instantiate, to_plain  # + resolvers
 from fcnlab.errors import ConfigError
 from fcnlab.metrics import format_scores_table
 from fcnlab.models.checkpoint import load_init_weights
@@ -28,7 +27,7 @@ def _instantiate_all(group: DictConfig | None) -> list:
     """Instantiate every entry of a dict-shaped group (callbacks, loggers); ``None`` entries skip."""
     if not group:
         return []
-    return [hydra.utils.instantiate(c) for c in group.values() if c is not None and "_target_" in c]
+    return [instantiate(c) for c in group.values() if c is not None and "_target_" in c]
 
 
 def build_module(cfg: DictConfig, datamodule) -> SegmentationModule:
@@ -58,7 +57,28 @@ def _print_summary(record: dict, class_names: list[str], output_dir: Path) -> No
                               for n in class_names])
         print(f"\n{record['model']} on {record['data']} / {split} at iteration {e['iteration']}:")
         print(format_scores_table(scores, class_names))
+        if "majority_class_mean_iou" in e:
+            print(f"(always predicting the most frequent class: pixel acc "
+                  f"{100 * e['majority_class_pixel_acc']:.2f}, mean IU "
+                  f"{100 * e['majority_class_mean_iou']:.2f})")
     print(f"\nrun folder: {output_dir}\nresults:    {output_dir / 'results.json'}")
+
+
+def _save_last_checkpoint(trainer: L.Trainer) -> dict:
+    """Write ``last.ckpt`` with the final weights and return the checkpoint paths.
+
+    Lightning rewrites ``last.ckpt`` only when a top-k checkpoint is saved at the same step, so
+    after an evaluation that did not improve the best score it would hold older weights.
+    """
+    ckpt = trainer.checkpoint_callback
+    if ckpt is None:
+        return {"last": None, "best": None}
+    last = None
+    if ckpt.save_last and ckpt.dirpath:
+        last = Path(ckpt.dirpath) / f"{ckpt.CHECKPOINT_NAME_LAST}{ckpt.FILE_EXTENSION}"
+        trainer.save_checkpoint(last)
+        ckpt.last_model_path = str(last)
+    return {"last": str(last) if last else None, "best": ckpt.best_model_path or None}
 
 
 def train(cfg: DictConfig) -> dict:
@@ -71,7 +91,7 @@ def train(cfg: DictConfig) -> dict:
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
 
-    datamodule = hydra.utils.instantiate(cfg.data.datamodule)
+    datamodule = instantiate(cfg.data.datamodule)
     module = build_module(cfg, datamodule)
     init_report = None
     if cfg.model.get("init_from"):
@@ -88,7 +108,7 @@ def train(cfg: DictConfig) -> dict:
         "config": to_plain(cfg),
     })
     callbacks = _instantiate_all(cfg.get("callbacks")) + [recorder]
-    trainer: L.Trainer = hydra.utils.instantiate(
+    trainer: L.Trainer = instantiate(
         cfg.trainer, callbacks=callbacks, logger=_instantiate_all(cfg.get("logger")) or False
     )
     recorder.save()
@@ -102,15 +122,8 @@ def train(cfg: DictConfig) -> dict:
     except BaseException as e:
         recorder.save(status="failed", error=f"{type(e).__name__}: {e}")
         raise
-    ckpt = trainer.checkpoint_callback
-    recorder.save(
-        status="finished",
-        iterations=trainer.global_step,
-        checkpoints={
-            "last": getattr(ckpt, "last_model_path", None) or None,
-            "best": getattr(ckpt, "best_model_path", None) or None,
-        },
-    )
+    recorder.save(status="finished", iterations=trainer.global_step,
+                  checkpoints=_save_last_checkpoint(trainer))
     if trainer.global_rank == 0:
         _print_summary(recorder.record, module.class_names, output_dir)
     return recorder.record
@@ -141,8 +154,12 @@ def evaluate(cfg: DictConfig) -> dict:
     module, ckpt = load_module(cfg.ckpt_path)
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    data_cfg = cfg.data if cfg.get("data") else OmegaConf.create(module.hparams.data)
-    datamodule = hydra.utils.instantiate(data_cfg.datamodule)
+    # A complete data config on the command line wins; a partial one (e.g. from debug=fast,
+    # which only shrinks sizes) is merged over the checkpoint's.
+    data_cfg = OmegaConf.create(module.hparams.data)
+    if cfg.get("data"):
+        data_cfg = cfg.data if "name" in cfg.data else OmegaConf.merge(data_cfg, cfg.data)
+    datamodule = instantiate(data_cfg.datamodule)
     if datamodule.num_classes != module.num_classes:
         raise ConfigError(f"the checkpoint has {module.num_classes} classes but data "
                           f"{data_cfg.name!r} has {datamodule.num_classes}")
@@ -156,7 +173,7 @@ def evaluate(cfg: DictConfig) -> dict:
         "parameters": parameter_counts(module.net),
         "config": to_plain(cfg),
     })
-    trainer: L.Trainer = hydra.utils.instantiate(
+    trainer: L.Trainer = instantiate(
         cfg.trainer, logger=_instantiate_all(cfg.get("logger")) or False
     )
     run = trainer.validate if cfg.split == "val" else trainer.test
