@@ -1,10 +1,12 @@
 """Evaluate a checkpoint: `python eval.py ckpt_path=<run>/checkpoints/last.ckpt [split=test]`."""
 
 import sys
+from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
+from fcnlab.config import check_group_choices
 from fcnlab.errors import FcnlabError
 from fcnlab.tasks import evaluate
 
@@ -18,4 +20,6 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    if problem := check_group_choices(Path(__file__).parent / "conf", sys.argv[1:]):
+        sys.exit(f"error: {problem}")
     main()

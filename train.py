@@ -1,10 +1,12 @@
 """Train a segmentation network: `python train.py [model=fcn8s] [data=synthetic] [key=value ...]`."""
 
 import sys
+from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
+from fcnlab.config import check_group_choices
 from fcnlab.errors import FcnlabError
 from fcnlab.tasks import train
 
@@ -18,4 +20,6 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    if problem := check_group_choices(Path(__file__).parent / "conf", sys.argv[1:]):
+        sys.exit(f"error: {problem}")
     main()

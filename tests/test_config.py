@@ -169,7 +169,8 @@ def test_bad_input_keeps_existing_run_folder(cli, case):
 def test_unknown_model_lists_options(cli):
     rc, _, err, _ = cli["unknown_model"]
     assert rc != 0
-    assert "model/nope" in err
+    assert err.strip().count("\n") == 0, err  # one line
+    assert err.startswith("error: model=nope: no such option"), err
     for model in MODELS:
         assert model in err, err
 

@@ -89,3 +89,22 @@ def instantiate(node, **kwargs):
         if cause is not None:
             raise cause from None
         raise
+
+
+def check_group_choices(conf_dir: str | Path, argv: list[str]) -> str | None:
+    """One line naming an unknown group option on the command line (``model=nope``), or None.
+
+    Hydra reports the same thing over several lines with its search path; this runs first so the
+    user sees what was asked for and what exists. Sweeps (``model=a,b``) are checked per item.
+    """
+    conf_dir = Path(conf_dir)
+    for arg in argv:
+        key, sep, value = arg.lstrip("+~").partition("=")
+        group = conf_dir / key
+        if not sep or not group.is_dir() or "(" in value or value in ("null", ""):
+            continue
+        options = sorted(p.stem for p in group.glob("*.yaml"))
+        for choice in value.split(","):
+            if choice not in options:
+                return f"{key}={choice}: no such option; expected one of {', '.join(options)}"
+    return None

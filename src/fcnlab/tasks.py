@@ -76,7 +76,7 @@ def _save_last_checkpoint(trainer: L.Trainer) -> dict:
     last = None
     if ckpt.save_last and ckpt.dirpath:
         last = Path(ckpt.dirpath) / f"{ckpt.CHECKPOINT_NAME_LAST}{ckpt.FILE_EXTENSION}"
-        trainer.save_checkpoint(last)
+        trainer.save_checkpoint(last, weights_only=False)  # full state: resumable
         ckpt.last_model_path = str(last)
     return {"last": str(last) if last else None, "best": ckpt.best_model_path or None}
 
