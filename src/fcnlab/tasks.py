@@ -7,6 +7,7 @@ around these; tests compose the real config and call them directly.
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 
 import lightning as L
@@ -21,6 +22,8 @@ from fcnlab.module import SegmentationModule
 from fcnlab.records import RunRecord, parameter_counts
 
 log = logging.getLogger(__name__)
+# Lightning 2.6 calls a torch pytree API that torch 2.13 deprecates; nothing a user can act on.
+warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.", category=FutureWarning)
 
 
 def _instantiate_all(group: DictConfig | None) -> list:
