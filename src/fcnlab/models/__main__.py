@@ -34,7 +34,8 @@ def main(argv=None) -> None:
     parser.add_argument("--classes", type=int, default=21, help="K (21: VOC, 11: CamVid)")
     parser.add_argument("--conf", type=Path, default=Path("conf"), help="the Hydra config folder")
     args = parser.parse_args(argv)
-    print(f"| model | learnable | fixed | total |  (width {args.width:g}, K={args.classes})")
+    print(f"Parameters at width {args.width:g}, K = {args.classes}:\n")
+    print("| model | learnable | fixed | total |")
     print("|---|---:|---:|---:|")
     for name, c in count_models(args.conf, args.width, args.classes):
         print(f"| {name} | {c['learnable']:,} | {c['fixed']:,} | {c['total']:,} |")
