@@ -1,25 +1,17 @@
 """Train a segmentation network: `python train.py [model=fcn8s] [data=synthetic] [key=value ...]`."""
 
-import sys
-from pathlib import Path
-
 import hydra
 from omegaconf import DictConfig
 
-from fcnlab.config import check_group_choices
-from fcnlab.errors import FcnlabError
+from fcnlab.cli import check_argv, run_task
 from fcnlab.tasks import train
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> None:
-    try:
-        train(cfg)
-    except FcnlabError as e:  # a user error: one line, no traceback
-        sys.exit(f"error: {e}")
+    run_task(train, cfg)
 
 
 if __name__ == "__main__":
-    if problem := check_group_choices(Path(__file__).parent / "conf", sys.argv[1:]):
-        sys.exit(f"error: {problem}")
+    check_argv(__file__)
     main()

@@ -86,10 +86,20 @@ class SegmentationModule(L.LightningModule):
         valid = (target != self.ignore_index).sum().clamp_min(1)
         return total / valid
 
+    @staticmethod
+    def _labels_like(target: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        """Labels on the logits' grid: nearest-neighbour subsampling when the net trains on a
+        coarser map (DeepLab's ``train_on: subsampled_labels``, labels subsampled by 8)."""
+        if target.shape[-2:] == logits.shape[-2:]:
+            return target
+        small = F.interpolate(target[:, None].float(), size=logits.shape[-2:], mode="nearest")
+        return small[:, 0].to(target.dtype)
+
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         image, target = batch["image"], batch["mask"]
         self._check_labels(target, batch.get("id", ()))
-        loss = self.loss(self(image), target)
+        logits = self(image)
+        loss = self.loss(logits, self._labels_like(target, logits))
         self.log("train/loss", loss, prog_bar=True, batch_size=image.shape[0])
         return loss
 
