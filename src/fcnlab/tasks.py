@@ -96,6 +96,10 @@ def train(cfg: DictConfig) -> dict:
 
     datamodule = instantiate(cfg.data.datamodule)
     module = build_module(cfg, datamodule)
+    # A network with a minimum input size (DeconvNet's 7×7 fc6) says so before training starts.
+    check_size = getattr(module.net, "check_input_size", None)
+    if check_size and getattr(datamodule, "image_size", None):
+        check_size(datamodule.image_size)
     init_report = None
     if cfg.model.get("init_from"):
         init_report = load_init_weights(module.net, cfg.model.init_from)

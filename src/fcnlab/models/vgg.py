@@ -59,6 +59,9 @@ class VGG16(nn.Module):
             (``element``); ``channel`` drops whole feature maps (``nn.Dropout2d``), a deviation.
         pools: per block ``(kernel, stride, padding)`` of the max pool.
         dilations: per block dilation of its 3×3 convolutions.
+        return_indices: keep every pool's argmax indices (for max-unpooling decoders).
+        ceil_mode: round pooled sizes up as Caffe does (the default, as released); ``False`` is
+            PyTorch's floor rounding.
     """
 
     def __init__(
@@ -77,6 +80,7 @@ class VGG16(nn.Module):
         pools: Sequence[Sequence[int]] = ((2, 2, 0),) * 5,
         dilations: Sequence[int] = (1,) * 5,
         return_indices: bool = False,
+        ceil_mode: bool = True,
     ):
         super().__init__()
         self.width = check_width(width)
@@ -96,7 +100,8 @@ class VGG16(nn.Module):
                     setattr(self, f"conv{b}_{i}_bn", nn.BatchNorm2d(out_ch))
                 in_ch = out_ch
             k, s, p = pool
-            self._add(f"pool{b}", nn.MaxPool2d(k, s, p, ceil_mode=True, return_indices=return_indices))
+            self._add(f"pool{b}", nn.MaxPool2d(k, s, p, ceil_mode=ceil_mode,
+                                                     return_indices=return_indices))
         self.out_channels = {f"pool{b}": scaled(c, width) for b, (c, _) in enumerate(VGG16_BLOCKS, 1)}
         if fc:
             fc_ch = scaled(fc_channels, width)
@@ -129,7 +134,7 @@ class VGG16(nn.Module):
                 nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
                 nn.init.zeros_(m.bias)
 
-    def _conv(self, name: str, x: torch.Tensor) -> torch.Tensor:
+    def conv_bn_relu(self, name: str, x: torch.Tensor) -> torch.Tensor:
         x = getattr(self, name)(x)
         if self.batch_norm:
             x = getattr(self, f"{name}_bn")(x)
@@ -139,7 +144,7 @@ class VGG16(nn.Module):
         out: dict[str, torch.Tensor] = {}
         for b, (_, n_convs) in enumerate(VGG16_BLOCKS, 1):
             for i in range(1, n_convs + 1):
-                x = self._conv(f"conv{b}_{i}", x)
+                x = self.conv_bn_relu(f"conv{b}_{i}", x)
             if self.return_indices:
                 out[f"size{b}"] = x.shape[-2:]
                 x, out[f"indices{b}"] = getattr(self, f"pool{b}")(x)
@@ -147,7 +152,7 @@ class VGG16(nn.Module):
                 x = getattr(self, f"pool{b}")(x)
             out[f"pool{b}"] = x
         if self.has_fc:
-            x = self.drop6(self._conv("fc6", x))
-            x = self.drop7(self._conv("fc7", x))
+            x = self.drop6(self.conv_bn_relu("fc6", x))
+            x = self.drop7(self.conv_bn_relu("fc7", x))
             out["fc7"] = x
         return out

@@ -1,0 +1,265 @@
+"""A fully connected layer is a convolution: VGG16 classifier weights → the convolutional trunk.
+
+The lecture (§3.1) and FCN (CVPR 2015 §3.1; REFERENCE.md §2): ``fc6`` sees the 7×7×512 ``pool5``
+map of a 224×224 image, so its 4096×25088 weight matrix *is* a 7×7 convolution kernel
+(4096×512×7×7) and ``fc7``'s 4096×4096 matrix is a 1×1 convolution. After the reshape, the trunk
+computes on a 224×224 image exactly what the classifier computes, and on a larger image it slides
+the classifier's ``fc`` layers over ``pool5`` with stride 32 (one 7×7 window per output position).
+
+Weights come in the torchvision key layout, the one most VGG16 files use (a Caffe model converted
+to PyTorch usually is saved this way too):
+
+* ``features.{0,2,5,7,10,12,14,17,19,21,24,26,28}.weight/bias``: the 13 3×3 convolutions
+  (``vgg16``); ``vgg16_bn`` puts a BatchNorm after each, so its convs are at
+  ``0,3,7,10,14,17,20,24,27,30,34,37,40`` and its BNs one index later;
+* ``classifier.0`` (fc6, 4096×25088), ``classifier.3`` (fc7, 4096×4096), ``classifier.6`` (fc8,
+  1000×4096; optional, unused: FCN replaces it with a zero-initialised scorer).
+
+:class:`VGG16Classifier` is that classifier, written here (torchvision is not a dependency), with a
+``width`` multiplier like :class:`~fcnlab.models.vgg.VGG16` so tiny ones can be built in tests and
+pretrained by a recipe at embedded scale.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from fcnlab.errors import ConfigError
+from fcnlab.models.vgg import VGG16_BLOCKS, VGG16_FC6_KERNEL, VGG16_FC_CHANNELS, scaled
+
+log = logging.getLogger(__name__)
+
+IMAGENET_CLASSES = 1000
+
+
+def conv_layout(batch_norm: bool = False) -> list[tuple[str, int, int | None]]:
+    """``(trunk name, features index of the conv, features index of its BN or None)`` in order.
+
+    Follows how :class:`VGG16Classifier` (and torchvision) fills ``features``: conv, [BN,] ReLU per
+    convolution and one MaxPool per block, each taking one index.
+    """
+    out, i = [], 0
+    for b, (_, n_convs) in enumerate(VGG16_BLOCKS, 1):
+        for c in range(1, n_convs + 1):
+            out.append((f"conv{b}_{c}", i, i + 1 if batch_norm else None))
+            i += 3 if batch_norm else 2
+        i += 1  # the block's max pool
+    return out
+
+
+class VGG16Classifier(nn.Module):
+    """VGG16 (configuration D) as an ImageNet classifier, in the torchvision module layout.
+
+    ``features`` (convs, optional BN, ReLU, floor-mode 2×2 max pools), ``avgpool``
+    (``AdaptiveAvgPool2d(7)``: the identity at 224×224), ``classifier`` (fc6, ReLU, Dropout, fc7,
+    ReLU, Dropout, fc8). ``width`` scales every channel count and the fc width exactly as in
+    :class:`~fcnlab.models.vgg.VGG16`, so a width-w classifier converts into a width-w trunk.
+    """
+
+    def __init__(self, width: float = 1.0, *, num_classes: int = IMAGENET_CLASSES,
+                 batch_norm: bool = False, dropout: float = 0.5,
+                 fc_channels: int = VGG16_FC_CHANNELS):
+        super().__init__()
+        layers: list[nn.Module] = []
+        in_ch = 3
+        for channels, n_convs in VGG16_BLOCKS:
+            out_ch = scaled(channels, width)
+            for _ in range(n_convs):
+                layers.append(nn.Conv2d(in_ch, out_ch, 3, padding=1))
+                if batch_norm:
+                    layers.append(nn.BatchNorm2d(out_ch))
+                layers.append(nn.ReLU(inplace=True))
+                in_ch = out_ch
+            layers.append(nn.MaxPool2d(2, 2))
+        self.features = nn.Sequential(*layers)
+        self.avgpool = nn.AdaptiveAvgPool2d(VGG16_FC6_KERNEL)
+        fc = scaled(fc_channels, width)
+        self.classifier = nn.Sequential(
+            nn.Linear(in_ch * VGG16_FC6_KERNEL ** 2, fc),  # fc6: flattened 7×7 pool5 -> fc
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+            nn.Linear(fc, fc),  # fc7
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+            nn.Linear(fc, num_classes),  # fc8
+        )
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """torchvision's VGG initialisation (He for convs, N(0, 0.01) for the fc layers)."""
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, 0, 0.01)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.avgpool(self.features(x))
+        return self.classifier(torch.flatten(x, 1))  # N × (C·7·7), channel-major like fc6's kernel
+
+
+# ----------------------------------------------------------------------------- reading a file
+def _is_bn_layout(state: dict) -> bool:
+    # In the plain layout index 1 is a ReLU (no parameters); in vgg16_bn it is conv1_1's BN.
+    return "features.1.weight" in state or "features.1.running_mean" in state
+
+
+def expected_classifier_shapes(state: dict[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:
+    """The shape every required key must have for ``state`` to be one consistent VGG16 classifier.
+
+    Channel counts are read from the file (the first conv of each block, the rows of fc6), not
+    assumed, so a classifier of any width passes; everything else must agree with them: 3×3
+    kernels, each conv's input = the previous output, fc6 = fc × (C5·7·7), fc7 = fc × fc.
+    """
+    bn = _is_bn_layout(state)
+    layout = conv_layout(bn)
+
+    def rows(key: str, default: int) -> int:
+        t = state.get(key)
+        return int(t.shape[0]) if isinstance(t, torch.Tensor) and t.dim() >= 1 else default
+
+    shapes: dict[str, tuple[int, ...]] = {}
+    in_ch, n = 3, 0
+    for b, (channels, n_convs) in enumerate(VGG16_BLOCKS, 1):
+        first = layout[n][1]
+        out_ch = rows(f"features.{first}.weight", channels)
+        for _ in range(n_convs):
+            _, ci, bi = layout[n]
+            shapes[f"features.{ci}.weight"] = (out_ch, in_ch, 3, 3)
+            shapes[f"features.{ci}.bias"] = (out_ch,)
+            if bi is not None:
+                for p in ("weight", "bias", "running_mean", "running_var"):
+                    shapes[f"features.{bi}.{p}"] = (out_ch,)
+            in_ch, n = out_ch, n + 1
+    fc = rows("classifier.0.weight", VGG16_FC_CHANNELS)
+    shapes["classifier.0.weight"] = (fc, in_ch * VGG16_FC6_KERNEL ** 2)
+    shapes["classifier.0.bias"] = (fc,)
+    shapes["classifier.3.weight"] = (fc, fc)
+    shapes["classifier.3.bias"] = (fc,)
+    return shapes
+
+
+def check_classifier_state(state: dict, source: str) -> dict[str, torch.Tensor]:
+    """Validate a VGG16 classifier state dict (see :func:`load_vgg16_classifier`)."""
+    if not isinstance(state, dict) or not state:
+        raise ConfigError(f"{source}: expected a VGG16 classifier state dict (torchvision key "
+                          f"layout), got {type(state).__name__}")
+    keys = list(state)
+    if all(isinstance(k, str) and k.startswith("module.") for k in keys):  # saved from DataParallel
+        state = {k[len("module."):]: v for k, v in state.items()}
+    for key, shape in expected_classifier_shapes(state).items():
+        value = state.get(key)
+        if value is None:
+            layout = "vgg16_bn" if _is_bn_layout(state) else "vgg16"
+            raise ConfigError(f"{source}: key {key!r} is missing; expected a VGG16 classifier state "
+                              f"dict in the torchvision {layout} layout (features.*, classifier.0, "
+                              f"classifier.3)")
+        if not isinstance(value, torch.Tensor) or not value.is_floating_point():
+            raise ConfigError(f"{source}: key {key!r} is {type(value).__name__}"
+                              f"{'' if not isinstance(value, torch.Tensor) else ' ' + str(value.dtype)}"
+                              f"; expected a floating-point tensor of shape {shape}")
+        if tuple(value.shape) != shape:
+            raise ConfigError(f"{source}: key {key!r} has shape {tuple(value.shape)}, expected "
+                              f"{shape}")
+    fc8 = state.get("classifier.6.weight")
+    if fc8 is not None and (not isinstance(fc8, torch.Tensor) or fc8.dim() != 2
+                            or fc8.shape[1] != state["classifier.3.weight"].shape[0]):
+        found = tuple(fc8.shape) if isinstance(fc8, torch.Tensor) else type(fc8).__name__
+        raise ConfigError(f"{source}: key 'classifier.6.weight' has shape {found}, expected "
+                          f"(classes, {state['classifier.3.weight'].shape[0]})")
+    return state
+
+
+def load_vgg16_classifier(path: str | Path) -> dict[str, torch.Tensor]:
+    """The state dict of a VGG16 classifier saved at ``path`` (``vgg16`` or ``vgg16_bn`` layout).
+
+    Loading is ``weights_only=True`` (a file that would run code when unpickled is refused); a
+    ``{"state_dict": ...}`` wrapper and a DataParallel ``module.`` prefix are accepted. A missing
+    key or a misshapen tensor is a one-line :class:`ConfigError` naming the file, the key, the shape
+    found and the shape expected.
+    """
+    path = Path(path)
+    source = f"VGG16 weights {str(path)!r}"
+    if not path.is_file():
+        raise ConfigError(f"{source} do not exist; expected a .pt/.pth file holding a VGG16 "
+                          f"classifier state dict")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any failure here is a bad file for the user
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"{source} could not be read safely (torch.load weights_only=True): "
+                          f"{first}") from e
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        obj = obj["state_dict"]
+    return check_classifier_state(obj, source)
+
+
+# ----------------------------------------------------------------------------- the surgery
+def convolutionalize(state: dict[str, torch.Tensor], trunk: nn.Module) -> dict[str, list[str]]:
+    """Copy a VGG16 classifier's weights into a :class:`~fcnlab.models.vgg.VGG16` trunk.
+
+    ``features`` convs go to ``conv1_1`` … ``conv5_3`` in order (and, from a ``vgg16_bn`` file,
+    their BNs to ``conv*_bn``); ``classifier.0`` (fc × C5·7·7) is reshaped into ``fc6``
+    (fc × C5 × 7 × 7) and ``classifier.3`` (fc × fc) into ``fc7`` (fc × fc × 1 × 1). A trunk without
+    ``fc6``/``fc7`` (SegNet's encoder) takes only the convs.
+
+    Shapes are compared, not assumed: the trunk must have been built at the classifier's width
+    (width 1 for torchvision's weights) with the 7×7 ``fc6`` of VGG16; any mismatch is a
+    ConfigError naming the key and both shapes. A plain ``vgg16`` file into a BN trunk (SegNet's
+    encoder initialised from VGG16) leaves the BN layers at their initialisation; a ``vgg16_bn``
+    file into a trunk without BN is refused (its BNs would be dropped).
+
+    Returns ``{"copied": [trunk keys], "kept": [trunk keys left at their initialisation]}``.
+    """
+    state = check_classifier_state(state, "convolutionalize")
+    bn_file = _is_bn_layout(state)
+    trunk_bn = bool(getattr(trunk, "batch_norm", False))
+    if bn_file and not trunk_bn:
+        raise ConfigError("convolutionalize: the weights are vgg16_bn (BatchNorm after every conv) "
+                          "but the trunk has batch_norm=false; build it with batch_norm=true or "
+                          "use plain vgg16 weights")
+    target = trunk.state_dict()
+    pairs: list[tuple[str, torch.Tensor]] = []  # (trunk key, value in the trunk's shape)
+    for name, ci, bi in conv_layout(bn_file):
+        pairs += [(f"{name}.weight", state[f"features.{ci}.weight"]),
+                  (f"{name}.bias", state[f"features.{ci}.bias"])]
+        if bi is not None:
+            for p in ("weight", "bias", "running_mean", "running_var"):
+                pairs.append((f"{name}_bn.{p}", state[f"features.{bi}.{p}"]))
+    if "fc6.weight" in target:
+        fc6, fc7 = state["classifier.0.weight"], state["classifier.3.weight"]
+        c5 = state["features.%d.weight" % conv_layout(bn_file)[-1][1]].shape[0]
+        pairs += [
+            # fc × (C5·7·7) -> fc × C5 × 7 × 7: torch.flatten of pool5 is channel-major, so this
+            # is exactly the conv kernel that computes the same dot product at every position.
+            ("fc6.weight", fc6.reshape(fc6.shape[0], c5, VGG16_FC6_KERNEL, VGG16_FC6_KERNEL)),
+            ("fc6.bias", state["classifier.0.bias"]),
+            ("fc7.weight", fc7.reshape(fc7.shape[0], fc7.shape[1], 1, 1)),  # fc × fc × 1 × 1
+            ("fc7.bias", state["classifier.3.bias"]),
+        ]
+    for key, value in pairs:
+        if key not in target:
+            raise ConfigError(f"convolutionalize: the trunk has no {key!r}; expected a VGG16 trunk "
+                              f"(conv1_1 … conv5_3, fc6, fc7)")
+        if tuple(value.shape) != tuple(target[key].shape):
+            raise ConfigError(
+                f"convolutionalize: {key} is {tuple(value.shape)} in the VGG16 weights but "
+                f"{tuple(target[key].shape)} in the trunk; expected a trunk of the same width "
+                f"(1 for torchvision weights) with VGG16's 7×7 fc6"
+            )
+    with torch.no_grad():
+        for key, value in pairs:
+            target[key].copy_(value)
+    copied = [k for k, _ in pairs]
+    done = set(copied)
+    kept = [k for k in target if k not in done and not k.endswith("num_batches_tracked")]
+    log.info("convolutionalize: copied %d tensors into the trunk, kept %d at initialisation (%s)",
+             len(copied), len(kept), ", ".join(sorted({k.rsplit(".", 1)[0] for k in kept})) or "none")
+    return {"copied": copied, "kept": kept}
