@@ -7,6 +7,9 @@
 PYTHON ?= python3
 VENV   ?= .venv
 TORCH  ?= torch==2.13.0
+# crf compiles pydensecrf2 (needs a C++ compiler, ~1 min); `make test EXTRAS=test` skips it and
+# the CRF tests are skipped.
+EXTRAS ?= test,crf
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 
@@ -16,7 +19,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	# torch in the same command, so the resolver never swaps in a multi-GB CUDA build.
-	$(PIP) install --quiet "$(TORCH)" -e ".[test]"
+	$(PIP) install --quiet "$(TORCH)" -e ".[$(EXTRAS)]"
 	touch $@
 
 install: $(VENV)/.installed

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import hydra
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
-from pathlib import Path
 
 from fcnlab.bn_stats import RecomputeBNStats, recompute_bn_stats
 from fcnlab.errors import ConfigError
@@ -192,14 +192,16 @@ def test_callback_recomputes_before_each_validation_without_disturbing_training(
 
 
 def test_callbacks_config_composes():
+    """conf/callbacks/bn_recompute.yaml = the default callbacks + RecomputeBNStats."""
     conf = Path(__file__).resolve().parents[1] / "conf"
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(conf / "callbacks"), version_base="1.3"):
-            cfg = compose(config_name="bn_recompute")
+            callbacks = compose(config_name="bn_recompute")
+        with initialize_config_dir(config_dir=str(conf / "callbacks"), version_base="1.3"):
+            default = compose(config_name="default")
     finally:
         GlobalHydra.instance().clear()
-    cfg = type("C", (), {"callbacks": cfg})
-    assert set(cfg.callbacks) >= {"model_checkpoint", "bn_recompute"}
-    callback = hydra.utils.instantiate(cfg.callbacks.bn_recompute)
+    assert set(callbacks) == set(default) | {"bn_recompute"}
+    callback = hydra.utils.instantiate(callbacks.bn_recompute)
     assert isinstance(callback, RecomputeBNStats) and callback.max_batches is None

@@ -74,7 +74,8 @@ def test_layout_matches_torchvision_at_full_width():
     assert shapes == TORCHVISION_VGG16_SHAPES
     assert [ci for _, ci, _ in conv_layout()] == [0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28]
     # vgg16_bn: conv, BN, ReLU per conv -> convs at these indices, BNs one later.
-    assert [ci for _, ci, _ in conv_layout(True)] == [0, 3, 7, 10, 14, 17, 20, 24, 27, 30, 34, 37, 40]
+    bn_convs = [0, 3, 7, 10, 14, 17, 20, 24, 27, 30, 34, 37, 40]
+    assert [ci for _, ci, _ in conv_layout(True)] == bn_convs
     with torch.device("meta"):
         bn = VGG16Classifier(1.0, batch_norm=True).state_dict()
     assert all(f"features.{bi}.running_var" in bn for _, _, bi in conv_layout(True))

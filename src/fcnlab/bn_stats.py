@@ -60,8 +60,8 @@ def recompute_bn_stats(net: nn.Module, loader: Iterable, *, max_batches: int | N
     bns = _bn_modules(net)
     if not bns:
         return 0
-    if max_batches is not None and (isinstance(max_batches, bool) or not isinstance(max_batches, int)
-                                    or max_batches < 1):
+    if max_batches is not None and (isinstance(max_batches, bool)
+                                    or not isinstance(max_batches, int) or max_batches < 1):
         raise ConfigError(f"recompute_bn_stats max_batches: expected null or an int >= 1, got "
                           f"{max_batches!r}")
     if device is None:

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from fcnlab.config import instantiate
+from fcnlab.crf import CRFConfig, crf_predict, require_crf
 from fcnlab.errors import ConfigError, DataError
 from fcnlab.metrics import SegmentationScores, majority_class_confmat, scores_from_confmat
 from fcnlab.optim import param_groups
@@ -35,6 +36,8 @@ class SegmentationModule(L.LightningModule):
         metrics: keyword arguments for :class:`SegmentationScores` (e.g. ``mean_over``).
         name: model name for records (``fcn8s`` …).
         data: the data config the run used, kept so evaluation can rebuild it.
+        crf: dense-CRF parameters (:class:`fcnlab.crf.CRFConfig`) to post-process predictions when
+            scoring, or None. Needs the ``crf`` extra; checked here so a run fails before training.
     """
 
     def __init__(
@@ -47,6 +50,7 @@ class SegmentationModule(L.LightningModule):
         metrics: dict | None = None,
         name: str = "",
         data: dict | None = None,
+        crf: dict | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -58,11 +62,19 @@ class SegmentationModule(L.LightningModule):
         self.num_classes = num_classes
         self.class_names = list(class_names)
         self.net = instantiate(net)
+        self.set_crf(crf)
+        # The input convention, to turn network inputs back into RGB for the CRF.
+        self.preprocess = ((data or {}).get("datamodule") or {}).get("preprocess", "caffe")
         metric_kwargs = dict(metrics or {})
         self.val_scores = SegmentationScores(num_classes, ignore_index=self.ignore_index, **metric_kwargs)
         self.test_scores = SegmentationScores(num_classes, ignore_index=self.ignore_index, **metric_kwargs)
         # The most recent computed scores per split, read by the run recorder.
         self.last_scores: dict[str, dict] = {}
+
+    def set_crf(self, crf: dict | None) -> None:
+        if crf:
+            require_crf()
+        self.crf = CRFConfig.from_dict(crf) if crf else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -109,7 +121,11 @@ class SegmentationModule(L.LightningModule):
         self._check_labels(target, batch.get("id", ()))
         logits = self(image)
         self.log(f"{stage}/loss", self.loss(logits, target), batch_size=image.shape[0])
-        scores.update(logits.argmax(1), target)
+        if self.crf is None:
+            pred = logits.argmax(1)
+        else:
+            pred = crf_predict(logits, image, preprocess=self.preprocess, config=self.crf)
+        scores.update(pred, target)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         self._eval_step(batch, self.val_scores, "val")

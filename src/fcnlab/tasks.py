@@ -33,6 +33,12 @@ def _instantiate_all(group: DictConfig | None) -> list:
     return [instantiate(c) for c in group.values() if c is not None and "_target_" in c]
 
 
+def crf_params(cfg: DictConfig) -> dict | None:
+    """The dense-CRF parameters when ``crf.enabled``, else None."""
+    crf = to_plain(cfg.get("crf")) or {}
+    return {k: v for k, v in crf.items() if k != "enabled"} if crf.get("enabled") else None
+
+
 def build_module(cfg: DictConfig, datamodule) -> SegmentationModule:
     if datamodule.num_classes != cfg.data.num_classes:
         raise ConfigError(
@@ -48,6 +54,7 @@ def build_module(cfg: DictConfig, datamodule) -> SegmentationModule:
         metrics=to_plain(cfg.get("metrics")),
         name=cfg.model.name,
         data=to_plain(cfg.data),
+        crf=crf_params(cfg),
     )
 
 
@@ -170,6 +177,9 @@ def evaluate(cfg: DictConfig) -> dict:
     if datamodule.num_classes != module.num_classes:
         raise ConfigError(f"the checkpoint has {module.num_classes} classes but data "
                           f"{data_cfg.name!r} has {datamodule.num_classes}")
+    module.preprocess = data_cfg.datamodule.get("preprocess", module.preprocess)
+    if cfg.get("crf") is not None and cfg.crf.get("enabled"):
+        module.set_crf(crf_params(cfg))
     iteration = int(ckpt.get("global_step", 0))
     recorder = RunRecord(output_dir, {
         "task": "eval",
@@ -177,6 +187,7 @@ def evaluate(cfg: DictConfig) -> dict:
         "data": data_cfg.name,
         "output_dir": str(output_dir),
         "ckpt_path": str(Path(cfg.ckpt_path).resolve()),
+        "crf": module.crf is not None,
         "parameters": parameter_counts(module.net),
         "config": to_plain(cfg),
     })

@@ -158,13 +158,13 @@ def check_classifier_state(state: dict, source: str) -> dict[str, torch.Tensor]:
         value = state.get(key)
         if value is None:
             layout = "vgg16_bn" if _is_bn_layout(state) else "vgg16"
-            raise ConfigError(f"{source}: key {key!r} is missing; expected a VGG16 classifier state "
-                              f"dict in the torchvision {layout} layout (features.*, classifier.0, "
-                              f"classifier.3)")
+            raise ConfigError(f"{source}: key {key!r} is missing; expected a VGG16 classifier "
+                              f"state dict in the torchvision {layout} layout (features.*, "
+                              f"classifier.0, classifier.3)")
         if not isinstance(value, torch.Tensor) or not value.is_floating_point():
-            raise ConfigError(f"{source}: key {key!r} is {type(value).__name__}"
-                              f"{'' if not isinstance(value, torch.Tensor) else ' ' + str(value.dtype)}"
-                              f"; expected a floating-point tensor of shape {shape}")
+            found = str(value.dtype) if isinstance(value, torch.Tensor) else type(value).__name__
+            raise ConfigError(f"{source}: key {key!r} is {found}; expected a floating-point "
+                              f"tensor of shape {shape}")
         if tuple(value.shape) != shape:
             raise ConfigError(f"{source}: key {key!r} has shape {tuple(value.shape)}, expected "
                               f"{shape}")
@@ -260,6 +260,7 @@ def convolutionalize(state: dict[str, torch.Tensor], trunk: nn.Module) -> dict[s
     copied = [k for k, _ in pairs]
     done = set(copied)
     kept = [k for k in target if k not in done and not k.endswith("num_batches_tracked")]
+    kept_layers = ", ".join(sorted({k.rsplit(".", 1)[0] for k in kept})) or "none"
     log.info("convolutionalize: copied %d tensors into the trunk, kept %d at initialisation (%s)",
-             len(copied), len(kept), ", ".join(sorted({k.rsplit(".", 1)[0] for k in kept})) or "none")
+             len(copied), len(kept), kept_layers)
     return {"copied": copied, "kept": kept}
