@@ -57,3 +57,24 @@ def test_eval_with_dense_crf(tmp_path, data_dir):
     assert record["crf"] is True and record["status"] == "finished"
     on_disk = json.loads((tmp_path / "eval" / "run" / "results.json").read_text())
     assert on_disk["evaluations"][0]["iteration"] == 2
+
+
+def test_pretrained_classifier_initialises_the_trunk(tmp_path, data_dir):
+    import torch
+
+    from fcnlab.models.convert import VGG16Classifier, file_sha256
+
+    classifier = VGG16Classifier(0.0625)
+    path = tmp_path / "vgg16.pt"
+    torch.save(classifier.state_dict(), path)
+    record = _run(tmp_path, data_dir, ["model=fcn32s", f"model.pretrained={path}",
+                                       "trainer.max_steps=1", "trainer.val_check_interval=1"])
+    assert record["pretrained"]["sha256"] == file_sha256(path)
+    assert record["pretrained"]["copied"] == 2 * 15  # 13 convs + fc6 + fc7, weight and bias
+
+
+def test_missing_pretrained_file_is_a_config_error(tmp_path, data_dir):
+    from fcnlab.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="model.pretrained"):
+        _run(tmp_path, data_dir, ["model.pretrained=/no/such/vgg16.pt"])

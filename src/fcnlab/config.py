@@ -56,6 +56,10 @@ def check_train_config(cfg: DictConfig) -> None:
     _expect(cfg, "loss.reduction", lambda v: v in ("mean", "sum"), "'mean' or 'sum'")
     _expect(cfg, "optim.optimizer.lr", lambda v: isinstance(v, (int, float))
             and not isinstance(v, bool) and v > 0, "a positive number")
+    pretrained = OmegaConf.select(cfg, "model.pretrained")
+    if pretrained is not None and not (isinstance(pretrained, str) and Path(pretrained).is_file()):
+        raise ConfigError(f"model.pretrained: {pretrained!r} is not a file; expected a local VGG16 "
+                          f"classifier state dict (torchvision layout)")
     init_from = OmegaConf.select(cfg, "model.init_from")
     if init_from is not None:
         if not isinstance(init_from, str):

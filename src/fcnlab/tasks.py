@@ -18,6 +18,7 @@ from fcnlab.config import check_train_config, instantiate, to_plain  # + resolve
 from fcnlab.errors import ConfigError
 from fcnlab.metrics import format_scores_table
 from fcnlab.models.checkpoint import load_init_weights
+from fcnlab.models.convert import load_pretrained_trunk
 from fcnlab.module import SegmentationModule
 from fcnlab.records import RunRecord, parameter_counts
 
@@ -107,8 +108,11 @@ def train(cfg: DictConfig) -> dict:
     check_size = getattr(module.net, "check_input_size", None)
     if check_size and getattr(datamodule, "image_size", None):
         check_size(datamodule.image_size)
+    pretrained = None
+    if cfg.model.get("pretrained"):  # ImageNet VGG16 (or the embedded recipe's) -> the trunk
+        pretrained = load_pretrained_trunk(module.net, cfg.model.pretrained)
     init_report = None
-    if cfg.model.get("init_from"):
+    if cfg.model.get("init_from"):  # a previous stage: overrides the trunk too
         init_report = load_init_weights(module.net, cfg.model.init_from)
 
     recorder = RunRecord(output_dir, {
@@ -117,6 +121,7 @@ def train(cfg: DictConfig) -> dict:
         "data": cfg.data.name,
         "output_dir": str(output_dir),
         "parameters": parameter_counts(module.net),
+        "pretrained": pretrained,
         "init_from": cfg.model.get("init_from"),
         "init_copied": len(init_report["copied"]) if init_report else None,
         "config": to_plain(cfg),

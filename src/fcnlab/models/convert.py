@@ -264,3 +264,27 @@ def convolutionalize(state: dict[str, torch.Tensor], trunk: nn.Module) -> dict[s
     log.info("convolutionalize: copied %d tensors into the trunk, kept %d at initialisation (%s)",
              len(copied), len(kept), kept_layers)
     return {"copied": copied, "kept": kept}
+
+
+def file_sha256(path: str | Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_pretrained_trunk(net: nn.Module, path: str | Path) -> dict:
+    """Initialise ``net.trunk`` from a local VGG16 classifier file (torchvision key layout).
+
+    The file's SHA-256 is logged and returned, so a run's record names the exact weights.
+    """
+    trunk = getattr(net, "trunk", None)
+    if trunk is None:
+        raise ConfigError(f"model.pretrained: {type(net).__name__} has no VGG16 trunk to load into")
+    report = convolutionalize(load_vgg16_classifier(path), trunk)
+    sha = file_sha256(path)
+    log.info("pretrained %s (sha256 %s): copied %d tensors", path, sha, len(report["copied"]))
+    return {"path": str(path), "sha256": sha, "copied": len(report["copied"])}
