@@ -14,6 +14,7 @@ import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from fcnlab.budgets import BudgetCheckpoints, check_budgets
 from fcnlab.config import check_train_config, instantiate, to_plain  # + resolvers
 from fcnlab.errors import ConfigError
 from fcnlab.metrics import format_scores_table
@@ -126,7 +127,11 @@ def train(cfg: DictConfig) -> dict:
         "init_copied": len(init_report["copied"]) if init_report else None,
         "config": to_plain(cfg),
     })
-    callbacks = _instantiate_all(cfg.get("callbacks")) + [recorder]
+    budgets = check_budgets(cfg.get("budgets"), cfg.trainer.max_steps,
+                            cfg.trainer.get("val_check_interval"))
+    recorder.record["budgets"] = budgets
+    budget_ckpts = BudgetCheckpoints(budgets, output_dir / "checkpoints")
+    callbacks = _instantiate_all(cfg.get("callbacks")) + [budget_ckpts, recorder]
     trainer: L.Trainer = instantiate(
         cfg.trainer, callbacks=callbacks, logger=_instantiate_all(cfg.get("logger")) or False
     )
@@ -142,7 +147,8 @@ def train(cfg: DictConfig) -> dict:
         recorder.save(status="failed", error=f"{type(e).__name__}: {e}")
         raise
     recorder.save(status="finished", iterations=trainer.global_step,
-                  checkpoints=_save_last_checkpoint(trainer))
+                  checkpoints={**_save_last_checkpoint(trainer),
+                               "budgets": {str(k): v for k, v in budget_ckpts.saved.items()}})
     if trainer.global_rank == 0:
         _print_summary(recorder.record, module.class_names, output_dir)
     return recorder.record
