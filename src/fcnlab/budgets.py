@@ -43,7 +43,11 @@ class BudgetCheckpoints(L.Callback):
     def __init__(self, budgets: list[int], dirpath: str | Path):
         self.budgets = set(budgets)
         self.dirpath = Path(dirpath)
-        self.saved: dict[int, str] = {}
+        # Budgets already passed before a resume keep their checkpoints.
+        self.saved: dict[int, str] = {
+            int(p.stem.split("-")[1]): str(p) for p in self.dirpath.glob("budget-*.ckpt")
+            if int(p.stem.split("-")[1]) in self.budgets
+        }
 
     def on_validation_end(self, trainer: L.Trainer, pl_module) -> None:
         step = trainer.global_step

@@ -7,7 +7,10 @@ existing file; :func:`check_train_config` says so before anything is written or 
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
+from datetime import datetime
 from pathlib import Path
 
 import hydra
@@ -17,10 +20,27 @@ from omegaconf import DictConfig, OmegaConf
 from fcnlab.errors import ConfigError, FcnlabError
 
 
+def run_name(resume, overrides: str | None) -> str:
+    """The name of a run folder.
+
+    Ad-hoc runs get a microsecond stamp and the process id, so jobs started together never share
+    a folder. With ``resume`` set the folder is derived from the command line's overrides (a
+    readable prefix and a hash), so re-running the same command finds the same folder.
+    """
+    if resume in (None, False, "", "null"):
+        return f"{datetime.now():%Y-%m-%d_%H-%M-%S_%f}-{os.getpid()}"
+    text = overrides or "defaults"
+    digest = hashlib.sha1(text.encode()).hexdigest()[:10]
+    readable = re.sub(r"[^A-Za-z0-9=,._+-]+", "_", text)[:80]
+    return f"{readable}-{digest}"
+
+
 def _register_resolvers() -> None:
     # ``${pid:}`` makes run folders unique even for jobs started in the same microsecond.
     if not OmegaConf.has_resolver("pid"):
         OmegaConf.register_new_resolver("pid", lambda: os.getpid())
+    if not OmegaConf.has_resolver("run_name"):
+        OmegaConf.register_new_resolver("run_name", run_name)
 
 
 _register_resolvers()

@@ -15,11 +15,16 @@ import torch.nn.functional as F
 
 from fcnlab.config import instantiate
 from fcnlab.crf import CRFConfig, crf_predict, require_crf
-from fcnlab.errors import ConfigError, DataError
+from fcnlab.errors import ConfigError, DataError, FcnlabError
 from fcnlab.metrics import SegmentationScores, majority_class_confmat, scores_from_confmat
 from fcnlab.optim import param_groups
+from fcnlab.resume import rng_state, set_rng_state
 
 LOSS_REDUCTIONS = ("mean", "sum")
+
+
+class NonFiniteLossError(FcnlabError, FloatingPointError):
+    """The training loss became NaN or infinite."""
 
 
 class SegmentationModule(L.LightningModule):
@@ -112,6 +117,12 @@ class SegmentationModule(L.LightningModule):
         self._check_labels(target, batch.get("id", ()))
         logits = self(image)
         loss = self.loss(logits, self._labels_like(target, logits))
+        if not bool(torch.isfinite(loss)):
+            # Stop at the first bad step: the checkpoints on disk still hold the last good state.
+            raise NonFiniteLossError(
+                f"non-finite training loss ({float(loss)}) at iteration {self.global_step + 1}, "
+                f"batch of samples {list(batch.get('id', ()))}; the last good checkpoint is kept"
+            )
         self.log("train/loss", loss, prog_bar=True, batch_size=image.shape[0])
         return loss
 
@@ -158,6 +169,14 @@ class SegmentationModule(L.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._end_eval(self.test_scores, "test")
+
+    # ----------------------------------------------------------- checkpoints
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["rng"] = rng_state()  # a resumed run draws the same dropout masks
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if "rng" in checkpoint:
+            set_rng_state(checkpoint["rng"])
 
     # ------------------------------------------------------------- optimizer
     def configure_optimizers(self):

@@ -88,6 +88,16 @@ class RunRecord(L.Callback):
             "evaluations": [],
         }
 
+    def continue_from(self, previous: Path, step: int, checkpoint: str) -> None:
+        """Carry over what a resumed run measured up to the checkpoint's iteration."""
+        self.record["resumed_from"] = {"checkpoint": checkpoint, "iteration": step}
+        if Path(previous).is_file():
+            old = json.loads(Path(previous).read_text())
+            self.record["evaluations"] = [
+                e for e in old.get("evaluations", []) if e["iteration"] <= step
+            ]
+            self.started -= old.get("wall_time_s", 0.0)  # wall time counts every attempt
+
     def add_evaluation(self, split: str, iteration: int, scores: dict) -> None:
         self.record["evaluations"].append({"split": split, "iteration": iteration, **scores})
         self.save()

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from fcnlab.budgets import BudgetCheckpoints, check_budgets
@@ -21,7 +22,8 @@ from fcnlab.metrics import format_scores_table
 from fcnlab.models.checkpoint import load_init_weights
 from fcnlab.models.convert import load_pretrained_trunk
 from fcnlab.module import SegmentationModule
-from fcnlab.records import RunRecord, parameter_counts
+from fcnlab.records import RESULTS_FILE, RunRecord, parameter_counts
+from fcnlab.resume import AtomicCheckpointIO, SaveOnSigterm, resolve_resume
 
 log = logging.getLogger(__name__)
 # Lightning 2.6 calls a torch pytree API that torch 2.13 deprecates; nothing a user can act on.
@@ -77,20 +79,20 @@ def _print_summary(record: dict, class_names: list[str], output_dir: Path) -> No
 
 
 def _save_last_checkpoint(trainer: L.Trainer) -> dict:
-    """Write ``last.ckpt`` with the final weights and return the checkpoint paths.
+    """Make ``last.ckpt`` hold the final weights; return the checkpoint paths.
 
-    Lightning rewrites ``last.ckpt`` only when a top-k checkpoint is saved at the same step, so
-    after an evaluation that did not improve the best score it would hold older weights.
+    The ``latest`` callback refreshes it at every evaluation during fit; this covers a final
+    evaluation run after fit (max_steps not on an evaluation) and configs without that callback.
     """
-    ckpt = trainer.checkpoint_callback
-    if ckpt is None:
+    ckpts = [c for c in trainer.checkpoint_callbacks if c.dirpath]
+    if not ckpts:
         return {"last": None, "best": None}
-    last = None
-    if ckpt.save_last and ckpt.dirpath:
-        last = Path(ckpt.dirpath) / f"{ckpt.CHECKPOINT_NAME_LAST}{ckpt.FILE_EXTENSION}"
-        trainer.save_checkpoint(last, weights_only=False)  # full state: resumable
-        ckpt.last_model_path = str(last)
-    return {"last": str(last) if last else None, "best": ckpt.best_model_path or None}
+    saver = next((c for c in ckpts if c.save_last), ckpts[0])
+    last = Path(saver.dirpath) / f"{saver.CHECKPOINT_NAME_LAST}{saver.FILE_EXTENSION}"
+    trainer.save_checkpoint(last, weights_only=False)  # full state: resumable
+    saver.last_model_path = str(last)
+    best = next((c.best_model_path for c in ckpts if c.monitor and c.best_model_path), None)
+    return {"last": str(last), "best": best}
 
 
 def train(cfg: DictConfig) -> dict:
@@ -130,19 +132,32 @@ def train(cfg: DictConfig) -> dict:
     budgets = check_budgets(cfg.get("budgets"), cfg.trainer.max_steps,
                             cfg.trainer.get("val_check_interval"))
     recorder.record["budgets"] = budgets
-    budget_ckpts = BudgetCheckpoints(budgets, output_dir / "checkpoints")
-    callbacks = _instantiate_all(cfg.get("callbacks")) + [budget_ckpts, recorder]
+    ckpt_dir = output_dir / "checkpoints"
+    resume_from = resolve_resume(cfg.get("resume"), ckpt_dir)
+    if resume_from:
+        step = int(torch.load(resume_from, map_location="cpu", weights_only=True,
+                              mmap=True)["global_step"])
+        recorder.continue_from(Path(resume_from).parent.parent / RESULTS_FILE, step, resume_from)
+    budget_ckpts = BudgetCheckpoints(budgets, ckpt_dir)
+    callbacks = (_instantiate_all(cfg.get("callbacks"))
+                 + [budget_ckpts, SaveOnSigterm(ckpt_dir), recorder])
     trainer: L.Trainer = instantiate(
-        cfg.trainer, callbacks=callbacks, logger=_instantiate_all(cfg.get("logger")) or False
+        cfg.trainer, callbacks=callbacks, logger=_instantiate_all(cfg.get("logger")) or False,
+        plugins=[AtomicCheckpointIO()],
     )
     recorder.save()
     try:
-        trainer.fit(module, datamodule=datamodule)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
         last = recorder.last("val")
         if last is None or last["iteration"] != trainer.global_step:
             trainer.validate(module, datamodule=datamodule)  # always score the final weights
         if cfg.get("test"):
             trainer.test(module, datamodule=datamodule)
+    except SIGTERMException:
+        recorder.save(status="interrupted", iterations=trainer.global_step,
+                      error="SIGTERM: state saved in checkpoints/interrupted.ckpt; "
+                            "re-run the same command with resume=auto to continue")
+        raise
     except BaseException as e:
         recorder.save(status="failed", error=f"{type(e).__name__}: {e}")
         raise
