@@ -117,11 +117,12 @@ class SegmentationModule(L.LightningModule):
         self._check_labels(target, batch.get("id", ()))
         logits = self(image)
         loss = self.loss(logits, self._labels_like(target, logits))
-        if not bool(torch.isfinite(loss)):
+        if not bool(torch.isfinite(loss.detach())):
             # Stop at the first bad step: the checkpoints on disk still hold the last good state.
             raise NonFiniteLossError(
-                f"non-finite training loss ({float(loss)}) at iteration {self.global_step + 1}, "
-                f"batch of samples {list(batch.get('id', ()))}; the last good checkpoint is kept"
+                f"non-finite training loss ({loss.detach().item()}) at iteration "
+                f"{self.global_step + 1}, batch of samples {list(batch.get('id', ()))}; "
+                f"the last good checkpoint is kept"
             )
         self.log("train/loss", loss, prog_bar=True, batch_size=image.shape[0])
         return loss
