@@ -179,6 +179,8 @@ def format_scores_table(scores: dict, class_names: list[str] | None = None) -> s
         ("mean IU", scores["mean_iou"]),
         ("f.w. IU", scores["fw_iou"]),
     ]
+    if "bf" in scores:  # the boundary F1 score, when it was computed
+        rows.append(("BF", scores["bf"]))
     lines = [f"{label:<{width}}  {pct(v)}" for label, v in rows]
     lines += ["", f"{'class':<{width}}  {'IU':>6}", "-" * (width + 8)]
     lines += [f"{name:<{width}}  {pct(v)}" for name, v in zip(names, iou)]

@@ -13,6 +13,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
+from fcnlab.boundary import BoundaryF1
 from fcnlab.config import instantiate
 from fcnlab.crf import CRFConfig, crf_predict, require_crf
 from fcnlab.errors import ConfigError, DataError, FcnlabError
@@ -71,8 +72,15 @@ class SegmentationModule(L.LightningModule):
         # The input convention, to turn network inputs back into RGB for the CRF.
         self.preprocess = ((data or {}).get("datamodule") or {}).get("preprocess", "caffe")
         metric_kwargs = dict(metrics or {})
-        self.val_scores = SegmentationScores(num_classes, ignore_index=self.ignore_index, **metric_kwargs)
-        self.test_scores = SegmentationScores(num_classes, ignore_index=self.ignore_index, **metric_kwargs)
+        boundary = metric_kwargs.pop("boundary", None)  # BF score options, or None to skip it
+        self.val_scores = SegmentationScores(num_classes, ignore_index=self.ignore_index,
+                                             **metric_kwargs)
+        self.test_scores = SegmentationScores(num_classes, ignore_index=self.ignore_index,
+                                              **metric_kwargs)
+        self.val_bf = self.test_bf = None
+        if boundary is not None:
+            self.val_bf = BoundaryF1(num_classes, ignore_index=self.ignore_index, **boundary)
+            self.test_bf = BoundaryF1(num_classes, ignore_index=self.ignore_index, **boundary)
         # The most recent computed scores per split, read by the run recorder.
         self.last_scores: dict[str, dict] = {}
 
@@ -128,7 +136,8 @@ class SegmentationModule(L.LightningModule):
         return loss
 
     # ------------------------------------------------------------- evaluation
-    def _eval_step(self, batch: dict, scores: SegmentationScores, stage: str) -> None:
+    def _eval_step(self, batch: dict, scores: SegmentationScores, bf: BoundaryF1 | None,
+                   stage: str) -> None:
         image, target = batch["image"], batch["mask"]
         self._check_labels(target, batch.get("id", ()))
         logits = self(image)
@@ -138,17 +147,22 @@ class SegmentationModule(L.LightningModule):
         else:
             pred = crf_predict(logits, image, preprocess=self.preprocess, config=self.crf)
         scores.update(pred, target)
+        if bf is not None:
+            bf.update(pred, target)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self._eval_step(batch, self.val_scores, "val")
+        self._eval_step(batch, self.val_scores, self.val_bf, "val")
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
-        self._eval_step(batch, self.test_scores, "test")
+        self._eval_step(batch, self.test_scores, self.test_bf, "test")
 
-    def _end_eval(self, scores: SegmentationScores, stage: str) -> None:
+    def _end_eval(self, scores: SegmentationScores, bf: BoundaryF1 | None, stage: str) -> None:
         result = scores.compute()  # one confusion matrix over the whole split, synced
         scores.reset()
         headline = {k: float(result[k]) for k in ("pixel_acc", "mean_acc", "mean_iou", "fw_iou")}
+        if bf is not None:
+            headline["bf"] = float(bf.compute())  # per image, then the mean over images
+            bf.reset()
         self.log_dict({f"{stage}/{k}": v for k, v in headline.items()})
         per_class = {
             name: (None if math.isnan(v) else v)
@@ -162,14 +176,15 @@ class SegmentationModule(L.LightningModule):
             "iou": per_class,
             "majority_class_mean_iou": float(floor["mean_iou"]),
             "majority_class_pixel_acc": float(floor["pixel_acc"]),
+            "crf": self.crf is not None,
             "confmat": result["confmat"].to(torch.int64).tolist(),
         }
 
     def on_validation_epoch_end(self) -> None:
-        self._end_eval(self.val_scores, "val")
+        self._end_eval(self.val_scores, self.val_bf, "val")
 
     def on_test_epoch_end(self) -> None:
-        self._end_eval(self.test_scores, "test")
+        self._end_eval(self.test_scores, self.test_bf, "test")
 
     # ----------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict) -> None:

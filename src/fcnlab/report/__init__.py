@@ -1,0 +1,50 @@
+"""Runs -> the papers' tables: ``python -m fcnlab.report <sweep folder>``.
+
+Reads every ``results.json`` under a sweep folder (Hydra's multirun dir: ``<sweep>/<job>/``;
+searched up to three levels deep) and writes, by default into ``<sweep>/report/``:
+
+- ``table.md`` / ``table.csv``: the paper's table layout with our numbers next to the paper's
+  (``fcnlab.paper_tables``), every run tied to its command, commit, machine and wall time, and
+  the protocol differences that can be read from the records;
+- ``plots/<metric>.png``: each metric against iteration, one line per run;
+- ``predictions.png``: the first few validation images, their ground truth and every model's
+  prediction (from each run's ``checkpoints.last``).
+
+Nothing is silently left out: a job folder without ``results.json``, a failed or unfinished run,
+a model the sweep asked for but never started, a missing checkpoint or metric all appear as
+rows or numbered notes. Scores are fractions in the records and percent in the tables; the CSV
+keeps full precision, the Markdown rounds as the paper prints (FCN 1 decimal, SegNet 2).
+
+Layout: ``runs`` (job folders and their records), ``formatting`` (cells, Markdown, notes),
+``tables`` (what the table sections share), ``fcn_table`` and ``segnet_table`` (the papers'
+tables), ``protocol`` (commands, machines, protocol differences), ``plots``, ``predictions``,
+``build`` (:func:`build_report`) and ``cli`` (:func:`main`).
+"""
+
+from fcnlab.report.build import build_report
+from fcnlab.report.cli import main
+from fcnlab.report.fcn_table import fcn_section
+from fcnlab.report.formatting import DASH, Notes, fmt, fmt_iter, fmt_paper, md_table
+from fcnlab.report.plots import PLOT_METRICS, write_plots
+from fcnlab.report.predictions import write_predictions
+from fcnlab.report.protocol import protocol_items, protocol_section
+from fcnlab.report.runs import (
+    MAX_DEPTH,
+    RESULTS_FILE,
+    Run,
+    at_iteration,
+    best_by_mean_iou,
+    evaluations,
+    find_runs,
+    unstarted_jobs,
+)
+from fcnlab.report.segnet_table import CRF_ROW, segnet_section
+from fcnlab.report.tables import CSV_FIELDS, CSV_METRICS, Section, choose_tables, other_section
+
+__all__ = [
+    "CRF_ROW", "CSV_FIELDS", "CSV_METRICS", "DASH", "MAX_DEPTH", "PLOT_METRICS", "RESULTS_FILE",
+    "Notes", "Run", "Section", "at_iteration", "best_by_mean_iou", "build_report",
+    "choose_tables", "evaluations", "fcn_section", "find_runs", "fmt", "fmt_iter", "fmt_paper",
+    "main", "md_table", "other_section", "protocol_items", "protocol_section", "segnet_section",
+    "unstarted_jobs", "write_plots", "write_predictions",
+]

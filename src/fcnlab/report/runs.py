@@ -1,0 +1,185 @@
+"""Finding and reading the sweep's run records: job folders, failed and never-started jobs,
+and the evaluations inside a record."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+RESULTS_FILE = "results.json"  # fcnlab.records.RESULTS_FILE (not imported: it pulls in Lightning)
+MAX_DEPTH = 3
+
+
+@dataclass
+class Run:
+    """One job of the sweep: its folder, its record (None if it never wrote one), its state."""
+
+    folder: Path
+    name: str  # the folder relative to the sweep
+    record: dict | None
+    model: str | None
+    status: str  # finished | failed | unfinished | not started
+    error: str | None = None
+
+    @property
+    def config(self) -> dict:
+        return (self.record or {}).get("config") or {}
+
+    @property
+    def is_eval(self) -> bool:
+        return (self.record or {}).get("task") == "eval"
+
+    def budgets(self) -> list[int] | None:
+        budgets = self.config.get("budgets")
+        return sorted(int(b) for b in budgets) if budgets else None
+
+
+def _get(d: dict | None, dotted: str, default=None):
+    for key in dotted.split("."):
+        if not isinstance(d, dict) or key not in d:
+            return default
+        d = d[key]
+    return d
+
+
+def _last_log_line(folder: Path) -> str | None:
+    for log in sorted(folder.glob("*.log")):
+        try:
+            text = log.read_text(errors="replace")
+            lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+        except OSError:
+            continue
+        if lines:
+            return f"{log.name}: {lines[-1][:300]}"
+    return None
+
+
+def _model_from_hydra(folder: Path) -> str | None:
+    """The model of a job that wrote no record, from the config Hydra saved before it ran."""
+    try:
+        cfg = yaml.safe_load((folder / ".hydra" / "config.yaml").read_text())
+        name = _get(cfg, "model.name")
+        if isinstance(name, str):
+            return name
+    except (OSError, yaml.YAMLError):
+        pass
+    try:
+        for item in yaml.safe_load((folder / ".hydra" / "overrides.yaml").read_text()) or []:
+            key, _, value = str(item).partition("=")
+            if key.lstrip("+~") == "model":
+                return value
+    except (OSError, yaml.YAMLError):
+        pass
+    return None
+
+
+def _read_run(sweep: Path, folder: Path) -> Run:
+    name = str(folder.relative_to(sweep)) if folder != sweep else folder.name
+    path = folder / RESULTS_FILE
+    if not path.is_file():
+        why = "no results.json: the job crashed before writing its record"
+        if tail := _last_log_line(folder):
+            why += f" (last log line: {tail})"
+        return Run(folder, name, None, _model_from_hydra(folder), "failed", why)
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        return Run(folder, name, None, _model_from_hydra(folder), "failed",
+                   f"results.json unreadable: {e}")
+    status = {"finished": "finished", "failed": "failed", "running": "unfinished"}.get(
+        record.get("status"), str(record.get("status")))
+    error = record.get("error")
+    if status == "unfinished":
+        error = ("status 'running': the job was still running or was killed without a trace "
+                 f"(last written after {record.get('wall_time_s', '?')} s)")
+    return Run(folder, name, record, record.get("model") or _model_from_hydra(folder), status,
+               error)
+
+
+def find_runs(sweep: Path, skip: Path | None = None) -> list[Run]:
+    """Every job folder up to ``MAX_DEPTH`` levels below ``sweep`` (the sweep itself included):
+    a folder with ``results.json`` or with Hydra's ``.hydra/`` (a job that may have crashed)."""
+    sweep = sweep.resolve()
+    skip = skip.resolve() if skip else None
+    runs = []
+    for root, dirs, files in os.walk(sweep):
+        here = Path(root)
+        depth = len(here.relative_to(sweep).parts)
+        dirs[:] = sorted(d for d in dirs if d not in (".hydra", "checkpoints", "csv", "plots")
+                         and (skip is None or (here / d).resolve() != skip))
+        if depth >= MAX_DEPTH:
+            dirs[:] = []
+        if RESULTS_FILE in files or (here / ".hydra").is_dir():
+            runs.append(_read_run(sweep, here))
+            dirs[:] = []  # a job's own sub-folders are not jobs
+    return runs
+
+
+def _sweep_overrides(sweep: Path) -> list[str]:
+    try:
+        cfg = yaml.safe_load((sweep / "multirun.yaml").read_text())
+    except (OSError, yaml.YAMLError):
+        return []
+    return [str(o) for o in (_get(cfg, "hydra.overrides.task") or [])]
+
+
+def unstarted_jobs(sweep: Path, runs: list[Run]) -> tuple[list[Run], str | None]:
+    """Models the sweep's ``multirun.yaml`` asks for that have no job folder, and a note when
+    the job count differs from what it asks for."""
+    overrides = _sweep_overrides(sweep)
+    if not overrides:
+        return [], None
+    expected, countable, models = 1, True, []
+    for item in overrides:
+        key, _, value = item.partition("=")
+        key = key.lstrip("+~")
+        if "(" in value or "[" in value:
+            countable = False  # a sweep function or a list value: not counted here
+            continue
+        values = value.split(",")
+        expected *= len(values)
+        if key == "model":
+            models = values
+    found = {r.model for r in runs}
+    missing = [Run(sweep / f"model={m}", f"model={m}", None, m, "not started",
+                   "multirun.yaml asks for this model but the sweep has no job folder for it")
+               for m in models if m not in found]
+    note = None
+    if countable and expected != len(runs):
+        note = (f"multirun.yaml asks for {expected} jobs ({' '.join(overrides)}); "
+                f"{len(runs)} job folders were found")
+    return missing, note
+
+
+# ------------------------------------------------------------------------------ evaluations
+def evaluations(run: Run, split: str, crf: bool = False) -> list[dict]:
+    """The run's evaluations on ``split`` with (or without) the dense CRF, by iteration."""
+    record = run.record or {}
+    default_crf = bool(record.get("crf", False))  # eval runs record crf at the top level
+    evals = [e for e in record.get("evaluations") or []
+             if e.get("split") == split and bool(e.get("crf", default_crf)) == crf]
+    return sorted(evals, key=lambda e: e.get("iteration", 0))
+
+
+def best_by_mean_iou(evals: list[dict]) -> dict | None:
+    def key(e):
+        v = e.get("mean_iou")
+        return -math.inf if v is None or (isinstance(v, float) and math.isnan(v)) else v
+    return max(evals, key=key) if evals else None  # max keeps the earliest of equal scores
+
+
+def at_iteration(evals: list[dict], iteration: int) -> dict | None:
+    hits = [e for e in evals if e.get("iteration") == iteration]
+    return hits[-1] if hits else None
+
+
+
+def final_evaluation(run: Run, split: str, crf: bool = False) -> dict | None:
+    """The run's last evaluation on ``split``, or None."""
+    evs = evaluations(run, split, crf)
+    return evs[-1] if evs else None
