@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
@@ -59,13 +60,18 @@ def test_group_options_found():
 
 @pytest.mark.parametrize("group,option", GROUP_OPTIONS, ids=[f"{g}={o}" for g, o in GROUP_OPTIONS])
 def test_every_group_option_composes_and_resolves(group, option, tmp_path):
-    cfg = compose_cfg("train", [f"{group}={option}"], tmp_path)
+    # debug=fast shrinks the synthetic data; the real data sets compose without it.
+    real_data = group == "data" and option != "synthetic"
+    extra = ["data.num_classes=3"] if (group, option) == ("data", "folder") else []
+    cfg = compose_cfg("train", [f"{group}={option}", *extra], tmp_path,
+                      debug=None if real_data else "fast")
     assert HydraConfig.get().runtime.choices[group] == option
     plain = _resolve_all(cfg)
     for key in ("model", "data", "optim", "trainer", "paths", "loss"):
         assert key in plain, key
     assert plain["trainer"]["max_steps"] > 0
-    assert plain["data"]["datamodule"]["data_dir"] == str(tmp_path / "data")
+    # every data set is read from (or generated into) paths.data_dir
+    assert str(tmp_path / "data") in json.dumps(plain["data"]["datamodule"])
 
 
 def test_eval_config_composes_and_resolves(tmp_path):
@@ -101,14 +107,19 @@ def test_datamodule_instantiates(tmp_path):
 def test_no_chdir_and_unique_run_dir_pattern(tmp_path):
     cfg = compose_cfg("train", [], tmp_path, keep_hydra=True)
     assert cfg.hydra.job.chdir is False
-    # Run folders carry microseconds and the process id.
+    # Ad-hoc run folders carry microseconds and the process id; the sweep folder too.
     raw = yaml.safe_load((CONF_DIR / "hydra" / "default.yaml").read_text())
-    for pattern in (raw["run"]["dir"], raw["sweep"]["dir"]):
-        assert "%f" in pattern and "${pid:}" in pattern, pattern
+    assert "%f" in raw["sweep"]["dir"] and "${pid:}" in raw["sweep"]["dir"]
+    assert "${run_name:" in raw["run"]["dir"]
     run_dir = cfg.hydra.run.dir
     assert run_dir.startswith(str(tmp_path / "logs" / "train" / "runs") + os.sep)
     assert re.search(rf"\d{{4}}-\d\d-\d\d_\d\d-\d\d-\d\d_\d{{6}}-{os.getpid()}$", run_dir), run_dir
     assert "model.init_from" in cfg.hydra.job.config.override_dirname.exclude_keys
+    # With resume set, the folder is derived from the overrides: the same command, same folder.
+    a = compose_cfg("train", ["resume=auto", "seed=3"], tmp_path, keep_hydra=True).hydra.run.dir
+    b = compose_cfg("train", ["resume=auto", "seed=3"], tmp_path, keep_hydra=True).hydra.run.dir
+    c = compose_cfg("train", ["resume=auto", "seed=4"], tmp_path, keep_hydra=True).hydra.run.dir
+    assert a == b != c and "seed=3" in a
 
 
 # ----------------------------------------------------------------------------- command line

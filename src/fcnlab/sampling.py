@@ -72,13 +72,15 @@ class ResumableLoader(DataLoader):
 
     def __iter__(self):
         sampler = self.epoch_sampler
+        if self._handed_out >= len(self):
+            # The previous epoch was used up (Lightning stops after len(self) batches without
+            # exhausting the iterator, so this is where an epoch ends): the next one starts.
+            sampler.epoch += 1
+            sampler.start_batch = 0
         self._handed_out = sampler.start_batch
         for batch in super().__iter__():
             self._handed_out += 1
             yield batch
-        sampler.epoch += 1  # a finished epoch: the next starts from its first batch
-        sampler.start_batch = 0
-        self._handed_out = 0
 
     def __len__(self) -> int:
         return len(self.epoch_sampler) // self.batch_size

@@ -1,4 +1,4 @@
-"""Datasets and LightningDataModules: the embedded synthetic dataset and user folders.
+"""Datasets and LightningDataModules: synthetic data, user folders, VOC/SBD, CamVid.
 
 Names are imported lazily (PEP 562), so ``python -m fcnlab.data.synthetic`` runs without a
 double-import warning and the generator does not pull in Lightning.
@@ -13,6 +13,15 @@ _EXPORTS = {
     "generate_synthetic": "fcnlab.data.synthetic",
     "SYNTHETIC_CLASSES": "fcnlab.data.synthetic",
     "SYNTHETIC_PALETTE": "fcnlab.data.synthetic",
+    "SegmentationDataModule": "fcnlab.data.datamodule",
+    "SegmentationDataset": "fcnlab.data.dataset",
+    "VOCDataModule": "fcnlab.data.voc",
+    "VOC_CLASSES": "fcnlab.data.voc",
+    "CamVidDataModule": "fcnlab.data.camvid",
+    "CAMVID_CLASSES": "fcnlab.data.camvid",
+    "build_augment": "fcnlab.data.augment",
+    "median_frequency_weights": "fcnlab.data.class_weights",
+    "verify_datamodule": "fcnlab.data.verify",
 }
 __all__ = list(_EXPORTS)
 
