@@ -78,3 +78,33 @@ def test_missing_pretrained_file_is_a_config_error(tmp_path, data_dir):
 
     with pytest.raises(ConfigError, match="model.pretrained"):
         _run(tmp_path, data_dir, ["model.pretrained=/no/such/vgg16.pt"])
+
+
+def test_median_frequency_class_weights_reach_the_loss(tmp_path, data_dir):
+    import torch
+
+    record = _run(tmp_path, data_dir, ["loss.class_weights=median_freq"])
+    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
+    weights = ckpt["hyper_parameters"]["loss"]["class_weights"]
+    assert len(weights) == 11 and all(isinstance(w, float) for w in weights)
+    # background is the most frequent class, so it gets the smallest weight
+    assert weights[0] == min(w for w in weights if w > 0)
+    assert record["status"] == "finished"
+
+
+def test_weighted_mean_loss_is_pytorch_weighted_mean():
+    import torch
+    import torch.nn.functional as F
+
+    from fcnlab.module import SegmentationModule
+
+    w = [0.5, 2.0, 1.0]
+    module = SegmentationModule(
+        net={"_target_": "fcnlab.models.FCN", "num_classes": 3, "variant": "32s",
+             "width": 0.0625},
+        optim={}, loss={"reduction": "mean", "class_weights": w}, num_classes=3,
+        class_names=["a", "b", "c"])
+    logits, target = torch.randn(2, 3, 5, 7), torch.randint(0, 3, (2, 5, 7))
+    target[0, 0] = 255
+    expected = F.cross_entropy(logits, target, weight=torch.tensor(w), ignore_index=255)
+    assert torch.allclose(module.loss(logits, target), expected)

@@ -65,6 +65,11 @@ class SegmentationModule(L.LightningModule):
             raise ConfigError(f"loss.reduction: expected one of {LOSS_REDUCTIONS}, got {reduction!r}")
         self.reduction = reduction
         self.ignore_index = int(loss.get("ignore_index", 255))
+        weights = loss.get("class_weights")  # resolved to K floats by the task, or None
+        if weights is not None and (isinstance(weights, str) or len(weights) != num_classes):
+            raise ConfigError(f"loss.class_weights: expected {num_classes} numbers, got {weights!r}")
+        self.register_buffer("class_weights", None if weights is None
+                             else torch.tensor(weights, dtype=torch.float32), persistent=False)
         self.num_classes = num_classes
         self.class_names = list(class_names)
         self.net = instantiate(net)
@@ -104,12 +109,16 @@ class SegmentationModule(L.LightningModule):
             )
 
     def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        total = F.cross_entropy(logits, target, ignore_index=self.ignore_index, reduction="sum")
+        w = self.class_weights
+        total = F.cross_entropy(logits, target, weight=w, ignore_index=self.ignore_index,
+                                reduction="sum")
         if self.reduction == "sum":
             return total
-        # Mean over non-void pixels; a batch that is all void contributes 0, not 0/0 = NaN.
-        valid = (target != self.ignore_index).sum().clamp_min(1)
-        return total / valid
+        # Mean over non-void pixels (with class weights: divided by the pixels' summed weights,
+        # as PyTorch's weighted mean); an all-void batch contributes 0, not 0/0 = NaN.
+        valid = target != self.ignore_index
+        norm = valid.sum() if w is None else w[target[valid]].sum()
+        return total / norm.clamp_min(1e-12) if w is not None else total / norm.clamp_min(1)
 
     @staticmethod
     def _labels_like(target: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:

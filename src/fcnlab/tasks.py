@@ -49,10 +49,14 @@ def build_module(cfg: DictConfig, datamodule) -> SegmentationModule:
             f"data.num_classes is {cfg.data.num_classes} but the data set has "
             f"{datamodule.num_classes} classes"
         )
+    loss = to_plain(cfg.loss)
+    if loss.get("class_weights") is not None:  # median_freq or a list -> K floats, recorded
+        datamodule.prepare_data()
+        loss["class_weights"] = datamodule.class_weights(loss["class_weights"])
     return SegmentationModule(
         net=to_plain(cfg.model.net),
         optim=to_plain(cfg.optim),
-        loss=to_plain(cfg.loss),
+        loss=loss,
         num_classes=datamodule.num_classes,
         class_names=list(datamodule.class_names),
         metrics=to_plain(cfg.get("metrics")),
