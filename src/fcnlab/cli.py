@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from fcnlab.config import check_group_choices
 from fcnlab.errors import FcnlabError
+
+log = logging.getLogger("fcnlab")
 
 
 def check_argv(script: str) -> None:
@@ -18,9 +23,21 @@ def check_argv(script: str) -> None:
         sys.exit(f"error: {problem}")
 
 
+def _in_multirun() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
 def run_task(task: Callable[[DictConfig], object], cfg: DictConfig) -> None:
-    """Run ``task(cfg)``; a user error ends the job with one line instead of a traceback."""
+    """Run ``task(cfg)``; a user error ends the job with one line instead of a traceback.
+
+    In a multirun the error is logged and re-raised as an exception: Hydra then marks this job
+    failed, runs the remaining jobs, and exits non-zero at the end. (Exiting here would end the
+    whole sweep at its first bad job.)
+    """
     try:
         task(cfg)
     except FcnlabError as e:
+        if _in_multirun():
+            log.error("error: %s", e)
+            raise
         sys.exit(f"error: {e}")
