@@ -199,3 +199,31 @@ def test_all_void_batch_gives_zero_loss():
     assert loss.item() == 0.0 and torch.isfinite(loss)
     loss.backward()
     assert torch.all(logits.grad == 0)
+
+
+def test_augmentation_depends_on_seed_epoch_and_sample_only(tmp_path, data_dir):
+    """The training loader's augmented batches are the same with 0 or 2 workers, and a loader
+    restored mid-epoch from its state yields exactly the remaining batches of that epoch."""
+    from fcnlab.data import SyntheticDataModule
+
+    def loader(workers: int):
+        dm = SyntheticDataModule(data_dir, image_size=(40, 56), num_train=16, num_val=6,
+                                 num_test=6, batch_size=4, num_workers=workers,
+                                 augment={"scale": [0.5, 1.5], "crop": [32, 32], "hflip": True})
+        dm.prepare_data()
+        dm.setup("fit")
+        return dm.train_dataloader()
+
+    def epochs(dl, n: int) -> list[torch.Tensor]:
+        out = []
+        for _ in range(n):
+            out += [b["image"] for b in dl]
+        return out
+
+    plain, threaded = epochs(loader(0), 2), epochs(loader(2), 2)
+    assert all(torch.equal(a, b) for a, b in zip(plain, threaded))
+    assert not torch.equal(plain[0], plain[4])  # epoch 2 is not epoch 1 again
+    resumed = loader(0)
+    resumed.load_state_dict({"epoch": 1, "batches": 2})
+    rest = [b["image"] for b in resumed]
+    assert len(rest) == 2 and all(torch.equal(a, b) for a, b in zip(rest, plain[6:8]))

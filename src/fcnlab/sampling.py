@@ -2,7 +2,9 @@
 
 Training: the order of epoch ``e`` is a permutation drawn from its own generator seeded with
 ``(seed, e)``, so it depends on nothing else (not the global RNG, not the number of workers).
-The loader counts the batches it has handed out; Lightning saves that count in every checkpoint
+Augmentation draws from a seed per (seed, epoch, sample), handed to the dataset with the index,
+so it resumes exactly too and does not depend on the number of workers. The loader counts the
+batches it has handed out; Lightning saves that count in every checkpoint
 (the ``state_dict`` / ``load_state_dict`` protocol of a stateful loader) and a resumed run starts
 the interrupted epoch at the next batch. Lightning does not prefetch from a loader whose length
 is known, so "handed out" is "consumed".
@@ -47,9 +49,16 @@ class EpochSampler(Sampler[int]):
         per_rank = (self.size // world) // self.batch_size * self.batch_size
         return order[rank::world][:per_rank]
 
-    def __iter__(self) -> Iterator[int]:
+    def sample_seed(self, index: int) -> int:
+        """The augmentation seed of sample ``index`` in this epoch: a function of (seed, epoch,
+        index) only, so augmentation resumes exactly and does not depend on the workers."""
+        return (self.seed * 1_000_003 + self.epoch * 7_919 + index * 104_729) % 2**32
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        # (index, augmentation seed) pairs; SegmentationDataset accepts both forms.
         shard = self._shard()
-        yield from shard[self.start_batch * self.batch_size:]
+        for i in shard[self.start_batch * self.batch_size:]:
+            yield i, self.sample_seed(i)
 
     def __len__(self) -> int:
         # The whole epoch, also when resuming mid-way: Lightning restores how many batches of

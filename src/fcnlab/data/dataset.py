@@ -299,10 +299,19 @@ class SegmentationDataset(Dataset):
         self._seed_key = info.seed
         reseed(int(info.seed % 2**32))
 
-    def __getitem__(self, index: int) -> dict:
+    def __getitem__(self, index: int | tuple[int, int]) -> dict:
+        # The training sampler (fcnlab.sampling.EpochSampler) hands out (index, seed): the
+        # augmentation of a sample then depends on (seed, epoch, index) only, which makes it
+        # independent of the workers and exactly resumable.
+        seed = None
+        if isinstance(index, tuple):
+            index, seed = index
         image, mask = self.load(index)
         if self.transform is not None:
-            self._reseed()
+            if seed is not None and hasattr(self.transform, "set_random_seed"):
+                self.transform.set_random_seed(int(seed))
+            else:
+                self._reseed()
             out = self.transform(image=image, mask=mask)
             image, mask = out["image"], out["mask"]
         return {
