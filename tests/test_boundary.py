@@ -13,8 +13,8 @@ from fcnlab.boundary import (
     boundary_f1_image,
     boundary_f1_stats,
     disk_offsets,
-    one_to_one_matches,
 )
+from fcnlab.boundary_matching import one_to_one_matches
 
 VOID = 255
 
