@@ -108,3 +108,16 @@ def test_weighted_mean_loss_is_pytorch_weighted_mean():
     target[0, 0] = 255
     expected = F.cross_entropy(logits, target, weight=torch.tensor(w), ignore_index=255)
     assert torch.allclose(module.loss(logits, target), expected)
+
+
+def test_vgg16_classifier_decimated_into_deeplab_fc6():
+    import torch
+
+    from fcnlab.models import DeepLabLargeFOV, VGG16Classifier, convolutionalize
+
+    classifier = VGG16Classifier(0.0625)  # fc 256 wide; DeepLab's fc 1024 * 1/16 = 64
+    net = DeepLabLargeFOV(3, 0.0625)
+    report = convolutionalize(classifier.state_dict(), net.trunk)
+    fc6 = classifier.state_dict()["classifier.0.weight"].reshape(256, 32, 7, 7)
+    assert torch.equal(net.trunk.fc6.weight, fc6[::4, :, ::3, ::3])
+    assert "fc7.weight" in report["copied"]

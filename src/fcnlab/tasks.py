@@ -37,10 +37,15 @@ def _instantiate_all(group: DictConfig | None) -> list:
     return [instantiate(c) for c in group.values() if c is not None and "_target_" in c]
 
 
-def crf_params(cfg: DictConfig) -> dict | None:
-    """The dense-CRF parameters when ``crf.enabled``, else None."""
+CRF_SWITCHES = ("enabled", "at_end")
+
+
+def crf_params(cfg: DictConfig, force: bool = False) -> dict | None:
+    """The dense-CRF parameters when ``crf.enabled`` (or ``force``), else None."""
     crf = to_plain(cfg.get("crf")) or {}
-    return {k: v for k, v in crf.items() if k != "enabled"} if crf.get("enabled") else None
+    if not (crf.get("enabled") or force):
+        return None
+    return {k: v for k, v in crf.items() if k not in CRF_SWITCHES}
 
 
 def build_module(cfg: DictConfig, datamodule) -> SegmentationModule:
@@ -155,6 +160,11 @@ def train(cfg: DictConfig) -> dict:
         last = recorder.last("val")
         if last is None or last["iteration"] != trainer.global_step:
             trainer.validate(module, datamodule=datamodule)  # always score the final weights
+        if cfg.get("crf") and cfg.crf.get("at_end") and module.crf is None:
+            # The DeepLab-LargeFOV-denseCRF row: the final weights once more, with the CRF.
+            module.set_crf(crf_params(cfg, force=True))
+            trainer.validate(module, datamodule=datamodule)
+            module.set_crf(None)
         if cfg.get("test"):
             trainer.test(module, datamodule=datamodule)
     except SIGTERMException:

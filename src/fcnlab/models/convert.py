@@ -214,7 +214,8 @@ def convolutionalize(state: dict[str, torch.Tensor], trunk: nn.Module) -> dict[s
     (width 1 for torchvision's weights) with the 7×7 ``fc6`` of VGG16; any mismatch is a
     ConfigError naming the key and both shapes. A plain ``vgg16`` file into a BN trunk (SegNet's
     encoder initialised from VGG16) leaves the BN layers at their initialisation; a ``vgg16_bn``
-    file into a trunk without BN is refused (its BNs would be dropped).
+    file into a trunk without BN is refused (its BNs would be dropped). DeepLab-LargeFOV's 3×3,
+    1/4-wide ``fc6``/``fc7`` take VGG16's decimated as the DeepLab authors did.
 
     Returns ``{"copied": [trunk keys], "kept": [trunk keys left at their initialisation]}``.
     """
@@ -236,14 +237,21 @@ def convolutionalize(state: dict[str, torch.Tensor], trunk: nn.Module) -> dict[s
     if "fc6.weight" in target:
         fc6, fc7 = state["classifier.0.weight"], state["classifier.3.weight"]
         c5 = state["features.%d.weight" % conv_layout(bn_file)[-1][1]].shape[0]
-        pairs += [
-            # fc × (C5·7·7) -> fc × C5 × 7 × 7: torch.flatten of pool5 is channel-major, so this
-            # is exactly the conv kernel that computes the same dot product at every position.
-            ("fc6.weight", fc6.reshape(fc6.shape[0], c5, VGG16_FC6_KERNEL, VGG16_FC6_KERNEL)),
-            ("fc6.bias", state["classifier.0.bias"]),
-            ("fc7.weight", fc7.reshape(fc7.shape[0], fc7.shape[1], 1, 1)),  # fc × fc × 1 × 1
-            ("fc7.bias", state["classifier.3.bias"]),
-        ]
+        # fc × (C5·7·7) -> fc × C5 × 7 × 7: torch.flatten of pool5 is channel-major, so this
+        # is exactly the conv kernel that computes the same dot product at every position.
+        fc6 = fc6.reshape(fc6.shape[0], c5, VGG16_FC6_KERNEL, VGG16_FC6_KERNEL)
+        fc7 = fc7.reshape(fc7.shape[0], fc7.shape[1], 1, 1)  # fc × fc × 1 × 1
+        fc6_b, fc7_b = state["classifier.0.bias"], state["classifier.3.bias"]
+        want = tuple(target["fc6.weight"].shape)
+        if want[-1] == 3 and fc6.shape[0] % want[0] == 0:
+            # DeepLab-LargeFOV's fc6 is 3×3 with 1/4 of the filters: the authors decimated
+            # VGG16's fc6 spatially (every 3rd tap of the 7×7 kernel, the dilation making up
+            # for it) and by filter (every 4th), and fc7 alike (DeepLab v1, §4.1).
+            step = fc6.shape[0] // want[0]
+            fc6, fc6_b = fc6[::step, :, ::3, ::3], fc6_b[::step]
+            fc7, fc7_b = fc7[::step, ::step], fc7_b[::step]
+        pairs += [("fc6.weight", fc6), ("fc6.bias", fc6_b),
+                  ("fc7.weight", fc7), ("fc7.bias", fc7_b)]
     for key, value in pairs:
         if key not in target:
             raise ConfigError(f"convolutionalize: the trunk has no {key!r}; expected a VGG16 trunk "
