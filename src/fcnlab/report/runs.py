@@ -121,11 +121,17 @@ def find_runs(sweep: Path, skip: Path | None = None) -> list[Run]:
 
 
 def _sweep_overrides(sweep: Path) -> list[str]:
+    """The sweep's ``key=values`` items: the command line's, then those an experiment config
+    declares under ``hydra.sweeper.params`` (the command line wins on the same key)."""
     try:
         cfg = yaml.safe_load((sweep / "multirun.yaml").read_text())
     except (OSError, yaml.YAMLError):
         return []
-    return [str(o) for o in (_get(cfg, "hydra.overrides.task") or [])]
+    items = [str(o) for o in (_get(cfg, "hydra.overrides.task") or [])]
+    given = {o.partition("=")[0].lstrip("+~") for o in items}
+    params = _get(cfg, "hydra.sweeper.params") or {}
+    items += [f"{k}={v}" for k, v in params.items() if k not in given]
+    return items
 
 
 def unstarted_jobs(sweep: Path, runs: list[Run]) -> tuple[list[Run], str | None]:
