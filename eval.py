@@ -8,8 +8,8 @@ from fcnlab.tasks import evaluate
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval")
-def main(cfg: DictConfig) -> None:
-    run_task(evaluate, cfg)
+def main(cfg: DictConfig) -> float | None:
+    return run_task(evaluate, cfg)
 
 
 if __name__ == "__main__":

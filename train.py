@@ -8,8 +8,8 @@ from fcnlab.tasks import train
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
-def main(cfg: DictConfig) -> None:
-    run_task(train, cfg)
+def main(cfg: DictConfig) -> float | None:
+    return run_task(train, cfg)
 
 
 if __name__ == "__main__":

@@ -32,3 +32,37 @@ def test_multirun_with_a_failing_job(tmp_path, data_dir):
     assert rep.returncode == 0, rep.stderr
     table = (tmp_path / "sweep" / "report" / "table.md").read_text()
     assert "failed" in table and jobs[1].name in table
+
+
+def test_joblib_launcher_runs_jobs_in_parallel_processes(tmp_path, data_dir):
+    import pytest
+
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), "-m", "launcher=joblib", "debug=fast",
+         "model=fcn32s,segnet", "trainer.max_steps=2", "trainer.val_check_interval=2",
+         f"paths.log_dir={tmp_path}", f"paths.data_dir={data_dir}",
+         f"hydra.sweep.dir={tmp_path / 'sweep'}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    records = [json.loads(p.read_text()) for p in (tmp_path / "sweep").glob("*/results.json")]
+    assert sorted(r["model"] for r in records) == ["fcn32s", "segnet"]
+    assert "Joblib.Parallel(n_jobs=2" in proc.stdout + proc.stderr
+
+
+def test_optuna_sweeper_gets_the_validation_mean_iou(tmp_path, data_dir):
+    import pytest
+
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), "-m", "hparams_search=optuna_lr", "debug=fast",
+         "hydra.sweeper.n_trials=2", "trainer.max_steps=2", "trainer.val_check_interval=2",
+         f"paths.log_dir={tmp_path}", f"paths.data_dir={data_dir}",
+         f"hydra.sweep.dir={tmp_path / 'sweep'}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    best = (tmp_path / "sweep" / "optimization_results.yaml").read_text()
+    finals = [json.loads(p.read_text())["evaluations"][-1]["mean_iou"]
+              for p in (tmp_path / "sweep").glob("*/results.json")]
+    assert len(finals) == 2
+    assert f"best_value: {max(finals)}" in best

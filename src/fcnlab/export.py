@@ -4,9 +4,9 @@
 
 The ONNX graph takes the *preprocessed* image (``N × 3 × H × W`` float32 in the checkpoint's
 ``preprocess`` convention, see :mod:`fcnlab.data.transforms`) and returns the logits
-``N × K × H × W``; batch, height and width are dynamic axes (``batch``, ``height``, ``width``). The
-preprocessing mode, class names, model name and minimum input size are stored in the model's
-metadata (``metadata_props``).
+``N × K × H × W``; batch, height and width are dynamic axes (``batch``, ``height``,
+``width``). The preprocessing mode, class names, model name and minimum input size are stored
+in the model's metadata (``metadata_props``).
 
 How, and why so:
 
@@ -259,7 +259,8 @@ def parse_args(argv: list[str]) -> dict:
         try:
             size = (int(args["height"]), int(args["width"]))
         except (KeyError, ValueError):
-            raise ConfigError("height, width: expected both, as ints (the example's size)") from None
+            raise ConfigError("height, width: expected both, as ints (the example's "
+                              "size)") from None
     return {"ckpt_path": args["ckpt_path"], "format": args.get("format", "onnx"),
             "output": args.get("output") or None, "opset": opset, "verify": verify == "true",
             "size": size}

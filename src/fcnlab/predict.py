@@ -104,7 +104,7 @@ def read_rgb(path: Path) -> np.ndarray:
 
 # --------------------------------------------------------------------------- colours
 def class_palette(module) -> list[list[int]]:
-    """One ``[r, g, b]`` per class: the data set's ``classes.yaml`` palette if readable, else VOC."""
+    """One ``[r, g, b]`` per class: the data's ``classes.yaml`` palette if readable, else VOC."""
     k = module.num_classes
     palette = _data_palette(module.hparams.get("data"))
     if palette is None or len(palette) < k:

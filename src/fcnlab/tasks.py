@@ -23,6 +23,7 @@ from fcnlab.models.checkpoint import load_init_weights
 from fcnlab.models.convert import load_pretrained_trunk
 from fcnlab.module import SegmentationModule
 from fcnlab.records import RESULTS_FILE, RunRecord, parameter_counts
+from fcnlab.wandb_extras import WandbPredictions, finish_wandb
 from fcnlab.resume import AtomicCheckpointIO, SaveOnSigterm, resolve_resume
 
 log = logging.getLogger(__name__)
@@ -148,11 +149,12 @@ def train(cfg: DictConfig) -> dict:
                               mmap=True)["global_step"])
         recorder.continue_from(Path(resume_from).parent.parent / RESULTS_FILE, step, resume_from)
     budget_ckpts = BudgetCheckpoints(budgets, ckpt_dir)
-    callbacks = (_instantiate_all(cfg.get("callbacks"))
+    loggers = _instantiate_all(cfg.get("logger"))
+    extras = [WandbPredictions()] if any(type(lg).__name__ == "WandbLogger" for lg in loggers) else []
+    callbacks = (_instantiate_all(cfg.get("callbacks")) + extras
                  + [budget_ckpts, SaveOnSigterm(ckpt_dir), recorder])
     trainer: L.Trainer = instantiate(
-        cfg.trainer, callbacks=callbacks, logger=_instantiate_all(cfg.get("logger")) or False,
-        plugins=[AtomicCheckpointIO()],
+        cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()],
     )
     recorder.save()
     try:
@@ -175,6 +177,8 @@ def train(cfg: DictConfig) -> dict:
     except BaseException as e:
         recorder.save(status="failed", error=f"{type(e).__name__}: {e}")
         raise
+    finally:
+        finish_wandb(trainer)
     recorder.save(status="finished", iterations=trainer.global_step,
                   checkpoints={**_save_last_checkpoint(trainer),
                                "budgets": {str(k): v for k, v in budget_ckpts.saved.items()}})
