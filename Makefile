@@ -8,9 +8,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 TORCH  ?= torch==2.13.0
 # crf compiles pydensecrf2 (needs a C++ compiler, ~1 min); loggers = wandb + tensorboard;
-# launchers = Hydra's joblib / submitit launchers and Optuna sweeper. `make test EXTRAS=test`
+# launchers = Hydra's joblib / submitit launchers and Optuna sweeper; export = onnx + onnxruntime. `make test EXTRAS=test`
 # installs none of them and the tests that need them are skipped.
-EXTRAS ?= test,crf,loggers,launchers
+EXTRAS ?= test,crf,loggers,launchers,export
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 

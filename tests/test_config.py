@@ -20,7 +20,7 @@ from conftest import CONF_DIR, ROOT, NetworkAccessError, compose_cfg
 from fcnlab.data import SyntheticDataModule
 
 GROUPS = ("model", "optim", "trainer", "callbacks", "logger", "scale", "experiment", "debug",
-          "data")
+          "data", "crf", "launcher", "hparams_search")
 GROUP_OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((CONF_DIR / g).glob("*.yaml"))]
 MODELS = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml"))
 
