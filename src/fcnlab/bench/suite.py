@@ -60,7 +60,7 @@ EMBEDDED_DATA = dict(image_size=[96, 128], num_train=400, num_val=60, num_test=6
                      batch_size=8, eval_batch_size=20)
 PRESETS: dict[str, Preset] = {
     # seconds: for tests and smoke runs
-    "tiny": Preset(_rows(1 / 16, (64, 64), 2, 1), iters=2, warmup=1, matmul_n=512,
+    "tiny": Preset(_rows(1 / 16, (64, 64), 2, 2), iters=1, warmup=0, matmul_n=512,
                    data=dict(image_size=[40, 56], num_train=16, num_val=6, num_test=6,
                              batch_size=4, eval_batch_size=6),
                    patch_hw=32, patch_width=1 / 16, data_row="fcn8s_caffe"),
