@@ -15,6 +15,7 @@ from fcnlab.models import FCN
 from fcnlab.models.fcn import MapCroppedConv2d
 
 from conftest import compose_cfg
+from fcn_probes import (ALIGN_CASES, class0_centroid, make_identity_like, square_image)
 
 K = 21
 VARIANTS = {
@@ -52,67 +53,9 @@ def test_offsets_derived_per_geometry():
 
 
 # --- crop alignment: the identity-like construction of test_fcn.py --------------------------------
-def make_identity_like(net: FCN, skip_gain: dict[str, float] | None = None) -> FCN:
-    """Trunk convs pass channel 0 through (centre tap 1), max pools become average pools,
-    scorers copy channel 0 into class 0 (as in tests/test_fcn.py)."""
-    skip_gain = skip_gain or {}
-    before = dict(net.offsets)
-    with torch.no_grad():
-        for name in net.trunk.order:
-            m = getattr(net.trunk, name)
-            if isinstance(m, nn.Conv2d):
-                m.weight.zero_()
-                m.bias.zero_()
-                k = m.kernel_size[0]
-                m.weight[0, 0, k // 2, k // 2] = 1.0
-            elif isinstance(m, nn.MaxPool2d):
-                setattr(net.trunk, name, nn.AvgPool2d(m.kernel_size, m.stride, m.padding,
-                                                      ceil_mode=m.ceil_mode))
-        for scorer in ("score_fr", "score_pool4", "score_pool3"):
-            if hasattr(net, scorer):
-                conv = getattr(net, scorer)
-                conv.weight.zero_()
-                conv.bias.zero_()
-                conv.weight[0, 0, 0, 0] = skip_gain.get(scorer, 1.0)
-    net.offsets = net._derive_offsets()
-    assert net.offsets == before
-    return net.eval()
-
-
-def centroid(m: torch.Tensor) -> tuple[float, float]:
-    m = m.double()
-    assert m.sum() > 0
-    ys = torch.arange(m.shape[0], dtype=torch.float64)
-    xs = torch.arange(m.shape[1], dtype=torch.float64)
-    return float((m.sum(1) * ys).sum() / m.sum()), float((m.sum(0) * xs).sum() / m.sum())
-
-
-H_IMG, W_IMG, SIDE = 150, 190, 24
 # conv1_1 pads by 1 here, so image x stays at x before pool1; 2x2/2 average pools keep a symmetric
 # blob symmetric when its centre is 15.5 (mod 16) (test_fcn.py uses 12.5 for the 99 px shift).
 CENTRES = [(79.5, 95.5), (47.5, 143.5)]
-ALIGN_CASES = {
-    "32s": (dict(variant="32s"), {}),
-    "16s": (dict(variant="16s"), {}),
-    "8s": (dict(variant="8s"), {}),
-    "8s-atonce": (dict(variant="8s", at_once=True), {"score_pool4": 100.0, "score_pool3": 1e4}),
-}
-
-
-def square_image(cy: float, cx: float) -> torch.Tensor:
-    x = torch.zeros(1, 3, H_IMG, W_IMG)
-    y0, x0 = int(cy - (SIDE - 1) / 2), int(cx - (SIDE - 1) / 2)
-    x[0, :, y0 : y0 + SIDE, x0 : x0 + SIDE] = 1.0
-    assert centroid(x[0, 0]) == (cy, cx)
-    return x
-
-
-def class0_centroid(net, x):
-    with torch.no_grad():
-        y = net(x)
-    assert y.shape[-2:] == x.shape[-2:]
-    assert y.min() >= -1e-6
-    return centroid(y[0, 0])
 
 
 @pytest.fixture(scope="module")
