@@ -209,3 +209,18 @@ def test_module_rejects_unknown_loss_reduction(tmp_path):
         SegmentationModule(net=to_plain(cfg.model.net), optim=to_plain(cfg.optim),
                            loss={"reduction": "median"}, num_classes=11,
                            class_names=[str(i) for i in range(11)])
+
+
+def test_plain_progress_lines_when_not_a_terminal(tmp_path, data_dir):
+    # Under pytest stdout is captured, not a terminal: no bar, one plain line per N iterations.
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, str(root / "train.py"), "debug=fast",
+                          "trainer.max_steps=4", "trainer.log_every_n_steps=2",
+                          f"paths.log_dir={tmp_path}", f"paths.data_dir={data_dir}"],
+                         cwd=root, capture_output=True, text=True, timeout=300, check=True)
+    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("iter ")]
+    assert [ln.split()[1] for ln in lines] == ["2/4", "4/4"]
+    assert "\r" not in out.stdout and "━" not in out.stdout + out.stderr

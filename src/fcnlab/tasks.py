@@ -22,6 +22,7 @@ from fcnlab.metrics import format_scores_table
 from fcnlab.models.checkpoint import load_init_weights
 from fcnlab.models.convert import load_pretrained_trunk
 from fcnlab.module import SegmentationModule
+from fcnlab.progress import PlainProgress, is_interactive
 from fcnlab.records import RESULTS_FILE, RunRecord, parameter_counts
 from fcnlab.wandb_extras import WandbPredictions, finish_wandb
 from fcnlab.resume import AtomicCheckpointIO, SaveOnSigterm, resolve_resume
@@ -85,7 +86,14 @@ def _print_summary(record: dict, class_names: list[str], output_dir: Path) -> No
             print(f"(always predicting the most frequent class: pixel acc "
                   f"{100 * e['majority_class_pixel_acc']:.2f}, mean IU "
                   f"{100 * e['majority_class_mean_iou']:.2f})")
+    evals = [e for e in record["evaluations"] if e["split"] == "val" and not e.get("crf")]
+    if len(evals) > 1:
+        print("\nval mean IU by iteration: " + ", ".join(
+            f"{e['iteration']}: {100 * e['mean_iou']:.2f}" for e in evals))
     print(f"\nrun folder: {output_dir}\nresults:    {output_dir / 'results.json'}")
+    ckpts = record.get("checkpoints") or {}
+    if ckpts.get("last"):
+        print(f"checkpoint: {ckpts['last']}")
 
 
 def _save_last_checkpoint(trainer: L.Trainer) -> dict:
@@ -151,10 +159,15 @@ def train(cfg: DictConfig) -> dict:
     budget_ckpts = BudgetCheckpoints(budgets, ckpt_dir)
     loggers = _instantiate_all(cfg.get("logger"))
     extras = [WandbPredictions()] if any(type(lg).__name__ == "WandbLogger" for lg in loggers) else []
+    # A Rich bar on a terminal; plain periodic lines in a log file (clusters, CI).
+    progress = {} if is_interactive() else {"enable_progress_bar": False}
+    if progress:
+        extras.append(PlainProgress(every=cfg.trainer.get("log_every_n_steps") or 50))
     callbacks = (_instantiate_all(cfg.get("callbacks")) + extras
                  + [budget_ckpts, SaveOnSigterm(ckpt_dir), recorder])
     trainer: L.Trainer = instantiate(
         cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()],
+        **progress,
     )
     recorder.save()
     try:
