@@ -1,4 +1,4 @@
-"""Caffe-converted VGG16 (``conv1_1`` … ``fc8`` keys) loads to the same trunk as torchvision's layout.
+"""Caffe-converted VGG16 (``conv1_1`` … ``fc8`` keys) loads to the same trunk as torchvision's.
 
 The Caffe-layout files are written here from a random width-1/8 :class:`VGG16Classifier` with
 :func:`torchvision_to_caffe` (fc6 both as an InnerProduct, 512×3136, and as a 7×7 convolution,
@@ -48,7 +48,8 @@ def test_caffe_key_names_and_shapes(classifier):
     conv = torchvision_to_caffe(classifier.state_dict(), fc_as_conv=True)
     assert tuple(conv["fc6.weight"].shape) == (512, 64, 7, 7)
     assert tuple(conv["fc7.weight"].shape) == (512, 512, 1, 1)
-    assert detect_layout(caffe) == "caffe" and detect_layout(classifier.state_dict()) == "torchvision"
+    assert detect_layout(caffe) == "caffe"
+    assert detect_layout(classifier.state_dict()) == "torchvision"
 
 
 @pytest.mark.parametrize("fc_as_conv", [False, True])

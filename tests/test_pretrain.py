@@ -128,7 +128,7 @@ def test_tiny_pretrain_writes_a_classifier_the_fcn_trunk_loads(tmp_path, data_di
     assert crops["background"] > 0 and sum(crops.values()) > crops["background"]
 
     state = load_vgg16_classifier(path)
-    assert tuple(state["classifier.6.weight"].shape) == (11, 32)  # fc8: the 11 synthetic classes
+    assert tuple(state["classifier.6.weight"].shape) == (11, 256)  # fc8: 11 classes x 4096/16
     net = FCN(num_classes=11, variant="32s", width=0.0625, freeze_trunk=True)
     report = convolutionalize(state, net.trunk)
     assert len(report["copied"]) == 30

@@ -79,7 +79,7 @@ def check_train_config(cfg: DictConfig) -> None:
     pretrained = OmegaConf.select(cfg, "model.pretrained")
     if pretrained is not None and not (isinstance(pretrained, str) and Path(pretrained).is_file()):
         raise ConfigError(f"model.pretrained: {pretrained!r} is not a file; expected a local VGG16 "
-                          f"classifier state dict (torchvision layout)")
+                          f"classifier state dict (torchvision or Caffe layout)")
     init_from = OmegaConf.select(cfg, "model.init_from")
     if init_from is not None:
         if not isinstance(init_from, str):

@@ -48,6 +48,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 from scipy import ndimage
+from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 
@@ -70,7 +71,7 @@ MIN_CROP = 32  # five 2×2 pools: below this pool5 is empty
 DEFAULTS = {
     "width": 0.125, "crop_size": FAITHFUL_CROP, "jitter": 8, "hflip": True, "min_pixels": 8,
     "background_per_image": 1, "background_margin": 16, "batch_size": 32, "eval_batch_size": 64,
-    "dropout": 0.5, "save_as": CLASSIFIER_FILE,
+    "dropout": 0.5, "fc_init": "torchvision", "save_as": CLASSIFIER_FILE,
 }
 
 
@@ -224,10 +225,13 @@ class CropClassifierModule(L.LightningModule):
     """
 
     def __init__(self, *, width: float, num_classes: int, class_names: Sequence[str],
-                 optim: dict, dropout: float = 0.5):
+                 optim: dict, dropout: float = 0.5, fc_init: str = "torchvision"):
         super().__init__()
         self.save_hyperparameters()
         self.net = VGG16Classifier(width, num_classes=num_classes, dropout=dropout)
+        if fc_init == "he":  # fc6/fc7 like the convs; fc8 stays N(0, 0.01)
+            for layer in (self.net.classifier[0], self.net.classifier[3]):
+                nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
         self.class_names = list(class_names)
         self.num_classes = int(num_classes)
         self.last_scores: dict[str, dict] = {}
@@ -282,7 +286,8 @@ class CropClassifierModule(L.LightningModule):
         if not self.hparams.optim.get("scheduler"):
             return optimizer
         scheduler = instantiate(self.hparams.optim["scheduler"])(optimizer)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return {"optimizer": optimizer,
+                "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
 # ----------------------------------------------------------------------------- the task
@@ -308,6 +313,8 @@ def pretrain_params(cfg: DictConfig) -> dict:
         raise ConfigError(f"pretrain.hflip: expected true or false, got {p['hflip']!r}")
     if not (isinstance(p["dropout"], (int, float)) and 0 <= p["dropout"] < 1):
         raise ConfigError(f"pretrain.dropout: expected a number in [0, 1), got {p['dropout']!r}")
+    if p["fc_init"] not in ("torchvision", "he"):
+        raise ConfigError(f"pretrain.fc_init: expected 'torchvision' or 'he', got {p['fc_init']!r}")
     if not isinstance(p["save_as"], str) or not p["save_as"] or "/" in p["save_as"]:
         raise ConfigError(f"pretrain.save_as: expected a file name, got {p['save_as']!r}")
     return p
@@ -367,7 +374,8 @@ def pretrain(cfg: DictConfig) -> dict:
 
     module = CropClassifierModule(width=p["width"], num_classes=k,
                                   class_names=list(datamodule.class_names),
-                                  optim=to_plain(cfg.optim), dropout=p["dropout"])
+                                  optim=to_plain(cfg.optim), dropout=p["dropout"],
+                                  fc_init=p["fc_init"])
     recorder = RunRecord(output_dir, {
         "task": "pretrain",
         "model": "vgg16_classifier",

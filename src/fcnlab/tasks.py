@@ -116,8 +116,13 @@ def _save_last_checkpoint(trainer: L.Trainer) -> dict:
 def train(cfg: DictConfig) -> dict:
     """Train ``cfg.model`` on ``cfg.data``; evaluate every ``val_check_interval`` iterations.
 
-    Returns the run record (also written to ``<output_dir>/results.json``).
+    Returns the run record (also written to ``<output_dir>/results.json``). ``task: pretrain``
+    (``experiment=pretrain_vgg``) trains the VGG16 classifier instead (:mod:`fcnlab.pretrain`).
     """
+    if cfg.get("task") == "pretrain":
+        from fcnlab.pretrain import pretrain
+
+        return pretrain(cfg)
     check_train_config(cfg)
     L.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
@@ -131,7 +136,8 @@ def train(cfg: DictConfig) -> dict:
         check_size(datamodule.image_size)
     pretrained = None
     if cfg.model.get("pretrained"):  # ImageNet VGG16 (or the embedded recipe's) -> the trunk
-        pretrained = load_pretrained_trunk(module.net, cfg.model.pretrained)
+        pretrained = load_pretrained_trunk(module.net, cfg.model.pretrained,
+                                           preprocess=cfg.data.datamodule.get("preprocess"))
     init_report = None
     if cfg.model.get("init_from"):  # a previous stage: overrides the trunk too
         init_report = load_init_weights(module.net, cfg.model.init_from)

@@ -7,7 +7,8 @@ computes on a 224×224 image exactly what the classifier computes, and on a larg
 the classifier's ``fc`` layers over ``pool5`` with stride 32 (one 7×7 window per output position).
 
 Weights come in the torchvision key layout, the one most VGG16 files use (a Caffe model converted
-to PyTorch usually is saved this way too):
+to PyTorch is often saved this way too; the Caffe layer-name layout, ``conv1_1`` … ``fc7``, is
+converted by :mod:`fcnlab.models.caffe_vgg`):
 
 * ``features.{0,2,5,7,10,12,14,17,19,21,24,26,28}.weight/bias``: the 13 3×3 convolutions
   (``vgg16``); ``vgg16_bn`` puts a BatchNorm after each, so its convs are at
@@ -177,28 +178,34 @@ def check_classifier_state(state: dict, source: str) -> dict[str, torch.Tensor]:
     return state
 
 
-def load_vgg16_classifier(path: str | Path) -> dict[str, torch.Tensor]:
-    """The state dict of a VGG16 classifier saved at ``path`` (``vgg16`` or ``vgg16_bn`` layout).
+def read_vgg16_classifier(path: str | Path) -> tuple[dict[str, torch.Tensor], str]:
+    """``(state dict in the torchvision layout, layout of the file)`` for the VGG16 at ``path``.
 
+    The file may be in the torchvision layout (``vgg16`` or ``vgg16_bn``) or in the Caffe
+    layer-name layout of Caffe-converted weights (``conv1_1`` … ``fc7``; converted by
+    :mod:`fcnlab.models.caffe_vgg`, and those weights expect ``preprocess: caffe``).
+    """
+    from fcnlab.models.caffe_vgg import caffe_to_torchvision, detect_layout, read_state_file
+
+    state, source = read_state_file(path)
+    layout = detect_layout(state, source)
+    if layout == "caffe":
+        state = caffe_to_torchvision(state, source)
+    return check_classifier_state(state, source), layout
+
+
+def load_vgg16_classifier(path: str | Path) -> dict[str, torch.Tensor]:
+    """The state dict of a VGG16 classifier saved at ``path``, in the torchvision layout.
+
+    The file may hold the torchvision ``vgg16`` / ``vgg16_bn`` layout or the Caffe layer-name
+    layout (``conv1_1.weight`` … ``fc7.weight``, fc6 as 4096×25088 or 4096×512×7×7), which is
+    converted (:mod:`fcnlab.models.caffe_vgg`; Caffe weights expect ``preprocess: caffe``).
     Loading is ``weights_only=True`` (a file that would run code when unpickled is refused); a
     ``{"state_dict": ...}`` wrapper and a DataParallel ``module.`` prefix are accepted. A missing
     key or a misshapen tensor is a one-line :class:`ConfigError` naming the file, the key, the shape
     found and the shape expected.
     """
-    path = Path(path)
-    source = f"VGG16 weights {str(path)!r}"
-    if not path.is_file():
-        raise ConfigError(f"{source} do not exist; expected a .pt/.pth file holding a VGG16 "
-                          f"classifier state dict")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any failure here is a bad file for the user
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ConfigError(f"{source} could not be read safely (torch.load weights_only=True): "
-                          f"{first}") from e
-    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
-        obj = obj["state_dict"]
-    return check_classifier_state(obj, source)
+    return read_vgg16_classifier(path)[0]
 
 
 # ----------------------------------------------------------------------------- the surgery
@@ -283,15 +290,23 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def load_pretrained_trunk(net: nn.Module, path: str | Path) -> dict:
-    """Initialise ``net.trunk`` from a local VGG16 classifier file (torchvision key layout).
+def load_pretrained_trunk(net: nn.Module, path: str | Path, preprocess: str | None = None) -> dict:
+    """Initialise ``net.trunk`` from a local VGG16 classifier file (torchvision or Caffe layout).
 
-    The file's SHA-256 is logged and returned, so a run's record names the exact weights.
+    The file's SHA-256 is logged and returned, so a run's record names the exact weights. When
+    the input convention the weights expect is known (``caffe`` for the Caffe layout; the
+    ``<file>.json`` sidecar of an ``experiment=pretrain_vgg`` run) and differs from the data's
+    ``preprocess``, a warning says so and is recorded (REFERENCE.md §6).
     """
+    from fcnlab.models.caffe_vgg import check_preprocess
+
     trunk = getattr(net, "trunk", None)
     if trunk is None:
         raise ConfigError(f"model.pretrained: {type(net).__name__} has no VGG16 trunk to load into")
-    report = convolutionalize(load_vgg16_classifier(path), trunk)
+    state, layout = read_vgg16_classifier(path)
+    report = convolutionalize(state, trunk)
     sha = file_sha256(path)
-    log.info("pretrained %s (sha256 %s): copied %d tensors", path, sha, len(report["copied"]))
-    return {"path": str(path), "sha256": sha, "copied": len(report["copied"])}
+    log.info("pretrained %s (%s layout, sha256 %s): copied %d tensors", path, layout, sha,
+             len(report["copied"]))
+    return {"path": str(path), "sha256": sha, "copied": len(report["copied"]), "layout": layout,
+            "preprocess_warning": check_preprocess(path, layout, preprocess)}
