@@ -164,7 +164,8 @@ def train(cfg: DictConfig) -> dict:
         recorder.continue_from(Path(resume_from).parent.parent / RESULTS_FILE, step, resume_from)
     budget_ckpts = BudgetCheckpoints(budgets, ckpt_dir)
     loggers = _instantiate_all(cfg.get("logger"))
-    extras = [WandbPredictions()] if any(type(lg).__name__ == "WandbLogger" for lg in loggers) else []
+    uses_wandb = any(type(lg).__name__ == "WandbLogger" for lg in loggers)
+    extras = [WandbPredictions()] if uses_wandb else []
     # A Rich bar on a terminal; plain periodic lines in a log file (clusters, CI).
     progress = {} if is_interactive() else {"enable_progress_bar": False}
     if progress:
