@@ -66,3 +66,13 @@ def test_optuna_sweeper_gets_the_validation_mean_iou(tmp_path, data_dir):
               for p in (tmp_path / "sweep").glob("*/results.json")]
     assert len(finals) == 2
     assert f"best_value: {max(finals)}" in best
+
+
+def test_multirun_with_default_paths(tmp_path, data_dir):
+    # No paths.log_dir override: the sweep folder resolves from the working directory.
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), "-m", "debug=fast", "model=fcn32s,fcn8s",
+         "trainer.max_steps=2", "trainer.val_check_interval=2", f"paths.data_dir={data_dir}"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert len(list((tmp_path / "logs" / "train" / "multiruns").glob("*/*/results.json"))) == 2

@@ -39,6 +39,10 @@ def _register_resolvers() -> None:
     # ``${pid:}`` makes run folders unique even for jobs started in the same microsecond.
     if not OmegaConf.has_resolver("pid"):
         OmegaConf.register_new_resolver("pid", lambda: os.getpid())
+    # ``${cwd:}``: where the command was started (Hydra does not change it here). Unlike
+    # ``${hydra:runtime.cwd}`` it also resolves while Hydra makes a sweep's folder.
+    if not OmegaConf.has_resolver("cwd"):
+        OmegaConf.register_new_resolver("cwd", os.getcwd)
     if not OmegaConf.has_resolver("run_name"):
         OmegaConf.register_new_resolver("run_name", run_name)
 
