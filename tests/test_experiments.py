@@ -36,8 +36,17 @@ def _record(sweep: Path, model: str) -> dict:
 
 
 def test_fcn_table_staged_chain_in_one_multirun(tmp_path, data_dir):
-    _sweep(tmp_path, data_dir, ["experiment=fcn_table", "scale=embedded", "trainer.max_steps=2"])
+    args = ["experiment=fcn_table", "scale=embedded", "trainer.max_steps=2"]
+    _sweep(tmp_path, data_dir, args)
     sweep = tmp_path / "tables" / "fcn_table-embedded"
+    # The first job pretrains the classifier (with the recipe's lr, on the trainer's schedule
+    # under debug=fast); FCN-32s-fixed fixes it and FCN-32s starts from it.
+    pre = _record(sweep, "vgg16_classifier")
+    assert pre["task"] == "pretrain" and pre["status"] == "finished"
+    assert pre["iterations"] == 2 and pre["pretrain"]["lr"] == pytest.approx(1e-4)
+    sha = pre["classifier"]["sha256"]
+    for model in ("fcn32s_fixed", "fcn32s"):
+        assert _record(sweep, model)["pretrained"]["sha256"] == sha
     assert _record(sweep, "fcn16s")["init_from"].endswith("fcn32s/checkpoints/last.ckpt")
     assert _record(sweep, "fcn8s")["init_from"].endswith("fcn16s/checkpoints/last.ckpt")
     assert _record(sweep, "fcn16s")["init_copied"] > 0 and _record(sweep, "fcn8s")["init_copied"]
@@ -46,6 +55,17 @@ def test_fcn_table_staged_chain_in_one_multirun(tmp_path, data_dir):
         final = _record(sweep, model)["evaluations"][-1]
         (row,) = [r for r in rows if r.get("model") == model]
         assert float(row["mean_iou"]) == pytest.approx(100 * final["mean_iou"])
+    assert not [r for r in rows if r.get("model") == "vgg16_classifier"]  # not a table row
+    md = (sweep / "report" / "table.md").read_text()
+    assert "Features: the pretrained VGG16 classifier" in md and sha[:12] in md
+
+    # Re-running the command finishes the sweep: the classifier is not trained again (the
+    # FCN-32s runs were initialised from this one), and its file stays the same.
+    classifier = sweep / "vgg16_classifier" / "vgg16_classifier.pt"
+    stamp = classifier.stat().st_mtime_ns
+    _sweep(tmp_path, data_dir, args)
+    assert classifier.stat().st_mtime_ns == stamp
+    assert _record(sweep, "vgg16_classifier")["classifier"]["sha256"] == sha
 
 
 def test_segnet_table_budgets_reach_the_report(tmp_path, data_dir):

@@ -44,6 +44,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
 import torch
 from omegaconf import DictConfig, OmegaConf
 from scipy import ndimage
@@ -70,6 +71,10 @@ DEFAULTS = {
     "width": 0.125, "crop_size": FAITHFUL_CROP, "jitter": 8, "hflip": True, "min_pixels": 8,
     "background_per_image": 1, "background_margin": 16, "batch_size": 32, "eval_batch_size": 64,
     "dropout": 0.5, "fc_init": "torchvision", "save_as": CLASSIFIER_FILE,
+    # The recipe's own schedule, over optim.optimizer.lr / trainer.max_steps /
+    # trainer.val_check_interval when set: in a table sweep (conf/table/fcn_table-embedded.yaml)
+    # the classifier is one job beside FCN jobs whose optim and trainer it shares. null: those.
+    "lr": None, "max_steps": None, "val_check_interval": None,
 }
 
 
@@ -153,6 +158,20 @@ class CropClassifierModule(L.LightningModule):
 
 
 # ----------------------------------------------------------------------------- the task
+def _finished(output_dir: Path, save_as: str) -> dict | None:
+    """The record of a finished run in ``output_dir`` whose classifier file is intact, or None."""
+    try:
+        record = json.loads((output_dir / "results.json").read_text())
+    except (OSError, ValueError):
+        return None
+    classifier = record.get("classifier") or {}
+    path = output_dir / save_as
+    if (record.get("status") == "finished" and path.is_file()
+            and classifier.get("sha256") == file_sha256(path)):
+        return record
+    return None
+
+
 def pretrain_params(cfg: DictConfig) -> dict:
     """The ``pretrain`` group over :data:`DEFAULTS`, checked; ConfigError naming a bad key."""
     given = to_plain(cfg.get("pretrain")) or {}
@@ -177,6 +196,14 @@ def pretrain_params(cfg: DictConfig) -> dict:
         raise ConfigError(f"pretrain.dropout: expected a number in [0, 1), got {p['dropout']!r}")
     if p["fc_init"] not in ("torchvision", "he"):
         raise ConfigError(f"pretrain.fc_init: expected 'torchvision' or 'he', got {p['fc_init']!r}")
+    for key in ("max_steps", "val_check_interval"):
+        v = p[key]
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            raise ConfigError(f"pretrain.{key}: expected null or a positive int (iterations), "
+                              f"got {v!r}")
+    if p["lr"] is not None and (isinstance(p["lr"], bool) or not isinstance(p["lr"], (int, float))
+                                or not p["lr"] > 0):
+        raise ConfigError(f"pretrain.lr: expected null or a positive number, got {p['lr']!r}")
     if not isinstance(p["save_as"], str) or not p["save_as"] or "/" in p["save_as"]:
         raise ConfigError(f"pretrain.save_as: expected a file name, got {p['save_as']!r}")
     return p
@@ -193,12 +220,23 @@ def pretrain(cfg: DictConfig) -> dict:
     from fcnlab.tasks import _instantiate_all  # late: tasks dispatches to this module
 
     p = pretrain_params(cfg)
+    schedule = {}
     for key in ("max_steps", "val_check_interval"):
-        v = OmegaConf.select(cfg, f"trainer.{key}")
+        v = p[key] if p[key] is not None else OmegaConf.select(cfg, f"trainer.{key}")
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ConfigError(f"trainer.{key}: expected a positive int (iterations), got {v!r}")
-    L.seed_everything(cfg.seed, workers=True)
+        schedule[key] = v
+    optim = to_plain(cfg.optim)
+    if p["lr"] is not None:
+        optim["optimizer"]["lr"] = p["lr"]
     output_dir = Path(cfg.paths.output_dir)
+    if cfg.get("resume") == "auto" and (done := _finished(output_dir, p["save_as"])):
+        # A re-run table sweep finishes what is missing: the classifier the later jobs were
+        # initialised from stays the one they were initialised from.
+        log.info("pretrain: %s already finished (sha256 %s): not trained again",
+                 done["classifier"]["path"], done["classifier"]["sha256"])
+        return done
+    L.seed_everything(cfg.seed, workers=True)
     output_dir.mkdir(parents=True, exist_ok=True)
     if p["crop_size"] != FAITHFUL_CROP:
         log.warning("pretrain.crop_size=%d: pool5 is not 7x7, so the convolutionalized fc6 will "
@@ -236,7 +274,7 @@ def pretrain(cfg: DictConfig) -> dict:
 
     module = CropClassifierModule(width=p["width"], num_classes=k,
                                   class_names=list(datamodule.class_names),
-                                  optim=to_plain(cfg.optim), dropout=p["dropout"],
+                                  optim=optim, dropout=p["dropout"],
                                   fc_init=p["fc_init"])
     recorder = RunRecord(output_dir, {
         "task": "pretrain",
@@ -247,9 +285,19 @@ def pretrain(cfg: DictConfig) -> dict:
         "pretrain": {**p, "preprocess": mode, "crops": counts, "crops_s": round(crops_s, 3)},
         "config": to_plain(cfg),
     })
+    callbacks = []
+    for cb in _instantiate_all(cfg.get("callbacks")):
+        # The segmentation checkpoints watch val/mean_iou, which a classifier does not log; the
+        # task saves its one product itself (below).
+        if isinstance(cb, ModelCheckpoint):
+            log.info("pretrain: %s from the callbacks config is not used (the classifier is "
+                     "saved as %s)", type(cb).__name__, p["save_as"])
+        else:
+            callbacks.append(cb)
     trainer: L.Trainer = instantiate(
-        cfg.trainer, callbacks=_instantiate_all(cfg.get("callbacks")) + [recorder],
+        cfg.trainer, callbacks=callbacks + [recorder],
         logger=_instantiate_all(cfg.get("logger")) or False, enable_checkpointing=False,
+        **schedule,
     )
     recorder.save()
     try:

@@ -65,6 +65,7 @@ class VGG16Classifier(nn.Module):
                  batch_norm: bool = False, dropout: float = 0.5,
                  fc_channels: int = VGG16_FC_CHANNELS):
         super().__init__()
+        self.num_classes = num_classes
         layers: list[nn.Module] = []
         in_ch = 3
         for channels, n_convs in VGG16_BLOCKS:

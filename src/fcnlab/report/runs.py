@@ -13,6 +13,7 @@ import yaml
 
 RESULTS_FILE = "results.json"  # fcnlab.records.RESULTS_FILE (not imported: it pulls in Lightning)
 MAX_DEPTH = 3
+PRETRAIN_MODEL = "vgg16_classifier"  # conf/model/vgg16_classifier.yaml (task: pretrain)
 
 
 @dataclass
@@ -33,6 +34,11 @@ class Run:
     @property
     def is_eval(self) -> bool:
         return (self.record or {}).get("task") == "eval"
+
+    @property
+    def is_pretrain(self) -> bool:
+        """A VGG16 classifier job (fcnlab.pretrain) of the sweep: features, not a table row."""
+        return (self.record or {}).get("task") == "pretrain" or self.model == PRETRAIN_MODEL
 
     def budgets(self) -> list[int] | None:
         budgets = self.config.get("budgets")

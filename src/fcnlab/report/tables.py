@@ -90,3 +90,25 @@ def other_section(runs: list[Run], split: str) -> Section | None:
     md = md_section("Runs not in the paper's table", f"Final `{split}` evaluation, percent.",
                     md_table(header, rows), *([notes.markdown()] if notes.items else []))
     return Section("other", md, csv_rows, runs)
+
+
+def features_section(runs: list[Run]) -> str:
+    """The sweep's pretrained VGG16 classifier jobs: what the FCN rows were initialised from."""
+    notes = Notes()
+    header = ["run", "status", "iteration", "val crop accuracy", "mean class accuracy",
+              "classifier (sha256)"]
+    rows = []
+    for run in runs:
+        ev = final_evaluation(run, "val")
+        classifier = (run.record or {}).get("classifier") or {}
+        sha = str(classifier.get("sha256") or "")[:12]
+        rows.append([run.name, _status_cell(run, notes, run.name), iter_cell(ev),
+                     fmt(ev.get("accuracy") if ev else None, 1),
+                     fmt(ev.get("mean_class_accuracy") if ev else None, 1),
+                     f"`{classifier['path']}` ({sha})" if classifier.get("path") else "-"])
+    return md_section(
+        "Features: the pretrained VGG16 classifier",
+        "Trained in this sweep on object-centred crops of the training split (fcnlab.pretrain; "
+        "the paper's networks start from ImageNet VGG16). Rows whose initialisation names it "
+        "(## Runs) started from it. Accuracy in percent on the val split's crops.",
+        md_table(header, rows), *([notes.markdown()] if notes.items else []))
