@@ -83,3 +83,17 @@ def test_segnet_table_budgets_reach_the_report(tmp_path, data_dir):
                       and r.get("column") == f"budget {budget}"]
             assert float(row["mean_iou"]) == pytest.approx(100 * by_iter[budget]["mean_iou"])
             assert float(row["bf"]) == pytest.approx(100 * by_iter[budget]["bf"])
+
+
+@pytest.mark.parametrize("experiment,needs", [("fcn_table", "data=voc optim=sgd_heavy"),
+                                              ("segnet_table", "data=camvid")])
+def test_paper_presets_say_which_data_and_solver_they_need(tmp_path, experiment, needs):
+    """A paper preset cannot choose its data set itself (it is loaded through an interpolated
+    default); without it on the command line the run stops at once, naming the overrides."""
+    out = subprocess.run([sys.executable, str(ROOT / "train.py"), f"experiment={experiment}",
+                          "scale=paper", f"paths.log_dir={tmp_path}",
+                          f"paths.data_dir={tmp_path}"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode != 0
+    assert f"add {needs} to the command" in out.stderr + out.stdout
+    assert not list(tmp_path.rglob("results.json"))  # nothing started
