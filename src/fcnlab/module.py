@@ -7,7 +7,9 @@ can be rebuilt from the checkpoint alone (``eval.py ckpt_path=…``).
 
 from __future__ import annotations
 
+import logging
 import math
+import time
 
 import lightning as L
 import torch
@@ -17,11 +19,15 @@ from fcnlab.boundary import BoundaryF1
 from fcnlab.config import instantiate
 from fcnlab.crf import CRFConfig, crf_predict, require_crf
 from fcnlab.errors import ConfigError, DataError, FcnlabError
+from fcnlab.fastpath import compile_options, prepare, to_input
 from fcnlab.metrics import SegmentationScores, majority_class_confmat, scores_from_confmat
 from fcnlab.optim import param_groups
 from fcnlab.resume import rng_state, set_rng_state
 
 LOSS_REDUCTIONS = ("mean", "sum")
+FAST_KEYS = ("channels_last", "compile")
+
+log = logging.getLogger(__name__)
 
 
 class NonFiniteLossError(FcnlabError, FloatingPointError):
@@ -44,6 +50,10 @@ class SegmentationModule(L.LightningModule):
         data: the data config the run used, kept so evaluation can rebuild it.
         crf: dense-CRF parameters (:class:`fcnlab.crf.CRFConfig`) to post-process predictions when
             scoring, or None. Needs the ``crf`` extra; checked here so a run fails before training.
+        fast: ``{"channels_last": bool, "compile": false | true | {torch.compile kwargs}}``
+            (:mod:`fcnlab.fastpath`), or None (old checkpoints): the plain path. Neither changes
+            parameter names or ``state_dict`` keys. Mixed precision is Lightning's
+            ``trainer.precision``; the loss is computed in fp32 whatever the logits' dtype.
     """
 
     def __init__(
@@ -57,6 +67,7 @@ class SegmentationModule(L.LightningModule):
         name: str = "",
         data: dict | None = None,
         crf: dict | None = None,
+        fast: dict | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -73,6 +84,11 @@ class SegmentationModule(L.LightningModule):
         self.num_classes = num_classes
         self.class_names = list(class_names)
         self.net = instantiate(net)
+        # With fast.compile: wall seconds of the first training step ("train": forward, backward
+        # and update) and of the first evaluation forward ("eval"), i.e. the compilation time,
+        # reported apart from the run's timing (results.json: compile_s).
+        self.compile_s: dict[str, float] = {}
+        self.set_fast(fast)
         self.set_crf(crf)
         # The input convention, to turn network inputs back into RGB for the CRF.
         self.preprocess = ((data or {}).get("datamodule") or {}).get("preprocess", "caffe")
@@ -94,8 +110,56 @@ class SegmentationModule(L.LightningModule):
             require_crf()
         self.crf = CRFConfig.from_dict(crf) if crf else None
 
+    def set_fast(self, fast: dict | None) -> None:
+        """Switch the fast paths (see ``fast`` above) on or off for this module's network."""
+        fast = dict(fast or {})
+        unknown = sorted(set(fast) - set(FAST_KEYS))
+        if unknown:
+            raise ConfigError(f"fast: unknown key(s) {unknown}; expected {list(FAST_KEYS)}")
+        try:
+            options = compile_options(fast.get("compile", False))
+        except ValueError as e:
+            raise ConfigError(f"fast.{e}") from None
+        was_channels_last = getattr(self, "channels_last", False)
+        self.channels_last = bool(fast.get("channels_last", False))
+        self.compiled = options is not None
+        self.compile_s.clear()
+        if was_channels_last and not self.channels_last:
+            self.net.to(memory_format=torch.contiguous_format)
+        if not self.compiled:
+            self.net._compiled_call_impl = None  # what nn.Module.compile() sets; None = eager
+        prepare(self.net, channels_last=self.channels_last,
+                compile=options if self.compiled else False)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        x = to_input(x, self.channels_last)
+        if not self.compiled or self.training or "eval" in self.compile_s:
+            return self.net(x)
+        start = time.perf_counter()
+        out = self.net(x)
+        self._compile_timed("eval", start, out.device)
+        return out
+
+    # The first call of a compiled net traces and compiles (per mode: training and evaluation
+    # each compile once, and a new input shape recompiles). In training the backward graph
+    # compiles at the first backward, so the whole first step is timed.
+    def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        if self.compiled and "train" not in self.compile_s:
+            self._step_start = time.perf_counter()
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        start = getattr(self, "_step_start", None)
+        if start is not None:
+            self._step_start = None
+            self._compile_timed("train", start, self.device)
+
+    def _compile_timed(self, mode: str, start: float, device: torch.device) -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        self.compile_s[mode] = round(time.perf_counter() - start, 3)
+        what = "training step" if mode == "train" else "evaluation forward"
+        log.info("torch.compile: the first %s took %.1f s (compilation)", what,
+                 self.compile_s[mode])
 
     # ------------------------------------------------------------------ loss
     def _check_labels(self, target: torch.Tensor, ids) -> None:
@@ -110,6 +174,7 @@ class SegmentationModule(L.LightningModule):
 
     def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         w = self.class_weights
+        logits = logits.float()  # bf16/fp16 logits under autocast: the loss is summed in fp32
         total = F.cross_entropy(logits, target, weight=w, ignore_index=self.ignore_index,
                                 reduction="sum")
         if self.reduction == "sum":

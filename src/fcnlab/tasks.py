@@ -70,7 +70,18 @@ def build_module(cfg: DictConfig, datamodule) -> SegmentationModule:
         name=cfg.model.name,
         data=to_plain(cfg.data),
         crf=crf_params(cfg),
+        fast=to_plain(cfg.get("fast")),
     )
+
+
+def _record_compile_time(recorder: RunRecord, module: SegmentationModule) -> None:
+    """With ``fast.compile``, results.json gets ``compile_s``: the wall seconds of the first
+    training step and the first evaluation forward (``{"train": …, "eval": …}``), which compile.
+
+    The record holds the module's own dict, so every later save writes what has been measured.
+    """
+    if module.compiled:
+        recorder.record["compile_s"] = module.compile_s
 
 
 def _print_summary(record: dict, class_names: list[str], output_dir: Path) -> None:
@@ -153,6 +164,7 @@ def train(cfg: DictConfig) -> dict:
         "init_copied": len(init_report["copied"]) if init_report else None,
         "config": to_plain(cfg),
     })
+    _record_compile_time(recorder, module)
     budgets = check_budgets(cfg.get("budgets"), cfg.trainer.max_steps,
                             cfg.trainer.get("val_check_interval"))
     recorder.record["budgets"] = budgets
@@ -208,14 +220,19 @@ def train(cfg: DictConfig) -> dict:
 
 
 def load_module(ckpt_path: str | Path) -> tuple[SegmentationModule, dict]:
-    """Rebuild the module from a checkpoint alone (``weights_only=True``)."""
+    """Rebuild the module from a checkpoint alone (``weights_only=True``).
+
+    The network comes back on the plain path (default layout, not compiled) whatever ``fast``
+    settings the run trained with: those are about the machine, so the caller chooses again
+    (``evaluate`` applies its own ``fast:``; :meth:`SegmentationModule.set_fast`).
+    """
     path = Path(ckpt_path)
     if not path.is_file():
         raise ConfigError(f"ckpt_path: {str(path)!r} does not exist; expected a .ckpt file")
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     if "hyper_parameters" not in ckpt or "state_dict" not in ckpt:
         raise ConfigError(f"ckpt_path: {str(path)!r} is not an fcnlab Lightning checkpoint")
-    module = SegmentationModule(**ckpt["hyper_parameters"])
+    module = SegmentationModule(**{**ckpt["hyper_parameters"], "fast": None})
     module.load_state_dict(ckpt["state_dict"])
     return module, ckpt
 
@@ -244,6 +261,7 @@ def evaluate(cfg: DictConfig) -> dict:
     module.preprocess = data_cfg.datamodule.get("preprocess", module.preprocess)
     if cfg.get("crf") is not None and cfg.crf.get("enabled"):
         module.set_crf(crf_params(cfg))
+    module.set_fast(to_plain(cfg.get("fast")))
     iteration = int(ckpt.get("global_step", 0))
     recorder = RunRecord(output_dir, {
         "task": "eval",
@@ -255,6 +273,7 @@ def evaluate(cfg: DictConfig) -> dict:
         "parameters": parameter_counts(module.net),
         "config": to_plain(cfg),
     })
+    _record_compile_time(recorder, module)
     trainer: L.Trainer = instantiate(
         cfg.trainer, logger=_instantiate_all(cfg.get("logger")) or False
     )
