@@ -1,4 +1,5 @@
-"""Measuring primitives for the benchmark: device, clock, peak memory, FLOPs, matmul peak."""
+"""Measuring primitives for the benchmark: device, clock, peak memory, FLOPs, matmul peak, an
+interleaved A/B clock and an op-level profile."""
 
 from __future__ import annotations
 
@@ -40,6 +41,18 @@ def timed(fn: Callable[[], object], device: torch.device, n: int) -> list[float]
         sync(device)
         out.append(time.perf_counter() - t)
     return out
+
+
+def interleaved(a: Callable[[], object], b: Callable[[], object], device: torch.device,
+                reps: int) -> tuple[list[float], list[float]]:
+    """Wall seconds of ``reps`` calls each of ``a`` and ``b``, interleaved so that slow and fast
+    phases of a shared machine hit both alike: the order alternates A B, B A, A B, ... (the
+    pairs' mirror order also cancels a linear drift)."""
+    ta, tb = [], []
+    for i in range(reps):
+        for fn, out in ((a, ta), (b, tb)) if i % 2 == 0 else ((b, tb), (a, ta)):
+            out.extend(timed(fn, device, 1))
+    return ta, tb
 
 
 def median(xs: list[float]) -> float:
@@ -93,7 +106,8 @@ def _status_kib(field: str) -> int | None:
 
 
 class PeakMemory:
-    """Peak memory of a region: the GPU's ``max_memory_allocated`` on CUDA; on the CPU the
+    """Peak memory of a region: the GPU's ``max_memory_allocated`` minus what was allocated at
+    :meth:`start` on CUDA; on the CPU the
     process's peak resident set (``VmHWM``, reset through ``/proc/self/clear_refs``) minus the
     resident set at :meth:`start`. Without ``clear_refs`` it falls back to
     ``getrusage(RUSAGE_SELF).ru_maxrss``, which only grows, so a region below an earlier peak
@@ -110,7 +124,7 @@ class PeakMemory:
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats(self.device)
-            self.base = 0
+            self.base = torch.cuda.memory_allocated(self.device)
             return
         libc = _libc()
         if libc:
@@ -124,7 +138,7 @@ class PeakMemory:
 
     def peak_mib(self) -> float:
         if self.device.type == "cuda":
-            return torch.cuda.max_memory_allocated(self.device) / MIB
+            return max(0, torch.cuda.max_memory_allocated(self.device) - self.base) / MIB
         if self.method == "VmHWM":
             peak = (_status_kib("VmHWM") or 0) * 1024
         else:
@@ -149,3 +163,33 @@ def matmul_peak_gflops(device: torch.device, n: int, reps: int) -> dict:
     best = min(timed(lambda: torch.mm(a, b, out=c), device, reps))
     return {"n": n, "reps": reps, "dtype": "float32", "best_s": best,
             "gflops": 2 * n ** 3 / best / 1e9}
+
+
+# ----------------------------------------------------------------------------- profile
+def profile_ops(fn: Callable[[], object], device: torch.device, steps: int = 2,
+                top: int = 8) -> dict:
+    """Where the time of ``fn`` goes: ``torch.profiler`` over ``steps`` calls, the ``top`` ops by
+    self time (CPU time on the CPU, device time on CUDA; an op's own time, without the ops it
+    calls), per call of ``fn`` and as a share of all ops' self time (which adds up to the
+    profiled time of the calls, profiler overhead included). ``step_s`` is the wall time per call
+    under the profiler, for scale."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=activities) as prof:
+        sync(device)
+        t = time.perf_counter()
+        for _ in range(steps):
+            fn()
+        sync(device)
+        wall = time.perf_counter() - t
+    key = "self_device_time_total" if cuda else "self_cpu_time_total"
+    events = [e for e in prof.key_averages() if getattr(e, key, 0) > 0]
+    total = sum(getattr(e, key) for e in events) or 1.0
+    events.sort(key=lambda e: getattr(e, key), reverse=True)
+    ops = [{"op": e.key, "self_ms": getattr(e, key) / 1e3 / steps,
+            "share_pct": 100.0 * getattr(e, key) / total, "calls": e.count / steps}
+           for e in events[:top]]
+    return {"steps": steps, "by": "self_cuda" if cuda else "self_cpu", "step_s": wall / steps,
+            "total_self_ms": total / 1e3 / steps, "top": ops}
