@@ -58,6 +58,7 @@ def test_fcn_table_staged_chain_in_one_multirun(tmp_path, data_dir):
     assert not [r for r in rows if r.get("model") == "vgg16_classifier"]  # not a table row
     md = (sweep / "report" / "table.md").read_text()
     assert "Features: the pretrained VGG16 classifier" in md and sha[:12] in md
+    assert "| 2 | 8 | 64x64 crops |" in md  # its own schedule, batch and crops in ## Runs
 
     # Re-running the command finishes the sweep: the classifier is not trained again (the
     # FCN-32s runs were initialised from this one), and its file stays the same.

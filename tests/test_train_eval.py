@@ -211,13 +211,14 @@ def test_module_rejects_unknown_loss_reduction(tmp_path):
                            class_names=[str(i) for i in range(11)])
 
 
-def test_plain_progress_lines_when_not_a_terminal(tmp_path, data_dir):
+@pytest.mark.parametrize("task", [[], ["model=vgg16_classifier"]], ids=["train", "pretrain"])
+def test_plain_progress_lines_when_not_a_terminal(tmp_path, data_dir, task):
     # Under pytest stdout is captured, not a terminal: no bar, one plain line per N iterations.
     import subprocess
     import sys
 
     root = Path(__file__).resolve().parents[1]
-    out = subprocess.run([sys.executable, str(root / "train.py"), "debug=fast",
+    out = subprocess.run([sys.executable, str(root / "train.py"), "debug=fast", *task,
                           "trainer.max_steps=4", "trainer.log_every_n_steps=2",
                           f"paths.log_dir={tmp_path}", f"paths.data_dir={data_dir}"],
                          cwd=root, capture_output=True, text=True, timeout=300, check=True)

@@ -217,7 +217,7 @@ def pretrain(cfg: DictConfig) -> dict:
     ``cfg.logger``, ``cfg.seed`` and ``cfg.paths.output_dir``. Writes ``<run>/results.json``
     (every validation's crop accuracy, the file's SHA-256) and ``<run>/<save_as>`` with its sidecar.
     """
-    from fcnlab.tasks import _instantiate_all  # late: tasks dispatches to this module
+    from fcnlab.tasks import _instantiate_all, progress_settings  # late: tasks dispatches here
 
     p = pretrain_params(cfg)
     schedule = {}
@@ -294,10 +294,11 @@ def pretrain(cfg: DictConfig) -> dict:
                      "saved as %s)", type(cb).__name__, p["save_as"])
         else:
             callbacks.append(cb)
+    progress, plain = progress_settings(cfg)
     trainer: L.Trainer = instantiate(
-        cfg.trainer, callbacks=callbacks + [recorder],
+        cfg.trainer, callbacks=callbacks + plain + [recorder],
         logger=_instantiate_all(cfg.get("logger")) or False, enable_checkpointing=False,
-        **schedule,
+        **schedule, **progress,
     )
     recorder.save()
     try:

@@ -42,6 +42,15 @@ def _instantiate_all(group: DictConfig | None) -> list:
 CRF_SWITCHES = ("enabled", "at_end")
 
 
+def progress_settings(cfg: DictConfig) -> tuple[dict, list]:
+    """Trainer keyword arguments and callbacks for progress: Rich's bar on a terminal, plain
+    periodic lines when the output is a log file (clusters, CI)."""
+    if is_interactive():
+        return {}, []
+    return ({"enable_progress_bar": False},
+            [PlainProgress(every=cfg.trainer.get("log_every_n_steps") or 50)])
+
+
 def crf_params(cfg: DictConfig, force: bool = False) -> dict | None:
     """The dense-CRF parameters when ``crf.enabled`` (or ``force``), else None."""
     crf = to_plain(cfg.get("crf")) or {}
@@ -178,10 +187,8 @@ def train(cfg: DictConfig) -> dict:
     loggers = _instantiate_all(cfg.get("logger"))
     uses_wandb = any(type(lg).__name__ == "WandbLogger" for lg in loggers)
     extras = [WandbPredictions()] if uses_wandb else []
-    # A Rich bar on a terminal; plain periodic lines in a log file (clusters, CI).
-    progress = {} if is_interactive() else {"enable_progress_bar": False}
-    if progress:
-        extras.append(PlainProgress(every=cfg.trainer.get("log_every_n_steps") or 50))
+    progress, plain = progress_settings(cfg)
+    extras += plain
     callbacks = (_instantiate_all(cfg.get("callbacks")) + extras
                  + [budget_ckpts, SaveOnSigterm(ckpt_dir), recorder])
     trainer: L.Trainer = instantiate(

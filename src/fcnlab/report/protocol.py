@@ -81,6 +81,14 @@ def protocol_items(run: Run, split: str) -> dict[str, str]:
         batch += f" x {devices} devices"
     size = dm.get("image_size")
     callbacks = _get(cfg, "callbacks") or {}
+    optimizer = _optimizer(cfg)
+    pre = (run.record or {}).get("pretrain") if run.is_pretrain else None
+    if pre:  # the classifier's own schedule and crops (fcnlab.pretrain), not the FCNs'
+        iters = str((run.record or {}).get("iterations", pre.get("max_steps") or iters))
+        batch = str(pre.get("batch_size", DASH))
+        size = f"{pre.get('crop_size')}x{pre.get('crop_size')} crops"
+        if pre.get("lr") is not None:
+            optimizer = f"{optimizer.split(',')[0]}, lr {pre['lr']} (pretrain.lr)"
     return {
         "data": str((run.record or {}).get("data", DASH)),
         "split": split,
@@ -88,7 +96,7 @@ def protocol_items(run: Run, split: str) -> dict[str, str]:
         "iterations": iters,
         "batch_size": batch,
         "image_size": "x".join(map(str, size)) if isinstance(size, list) else str(size or DASH),
-        "optimizer": _optimizer(cfg),
+        "optimizer": optimizer,
         "pretrained": _pretrained(run),
         "batch_norm": str(_get(cfg, "model.net.batch_norm", DASH)),
         "bn_recompute": "yes" if "bn_recompute" in callbacks else "no",
