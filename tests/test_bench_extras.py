@@ -87,3 +87,27 @@ def test_targets_memory_and_peer():
                   "preset": "memory", "rows": [], "targets": ts, "wall_s": 1.0})
     assert "MISSED training step peak host memory <= 6 GiB [big]" in text
     assert "time goes to: aten::convolution_backward 60%" in text
+
+
+def test_speed_targets_are_judged_from_the_result():
+    from fcnlab.bench import suite
+
+    result = {
+        "rows": [{"name": "fcn8s_aligned_256_w4", "pct_of_matmul_peak": 27.0,
+                  "profile": {"top": [{"op": "aten::convolution_backward", "share_pct": 46.0}]}}],
+        "aligned_vs_caffe": {"train_speedup": 4.7},
+        "data_pipeline": {"ratio_vs_fcn8s_caffe": 2.5},
+        "metrics_cost": {"model": "fcn8s_caffe", "confmat_share_pct": 1.4, "bf_share_pct": 21.0},
+        "patchwise_vs_dense": {"ratio": 9000.0, "max_rel_diff": 1e-6},
+    }
+    met = {t["target"]: t["met"] for t in suite.targets(result)}
+    assert met == {
+        "aligned geometry trains >= 4x faster than caffe": True,
+        "training step >= 60% of the matmul peak": False,
+        "data pipeline >= 3x the training step's rate": False,
+        "confusion-matrix update <= 2% of an evaluation pass": True,
+        "BF update <= 20% of an evaluation pass": False,
+        "patch-wise vs dense >= 1000x, same scores": True,
+    }
+    (peak,) = [t for t in suite.targets(result) if t["row"] == "fcn8s_aligned_256_w4"]
+    assert peak["limited_by"][0]["op"] == "aten::convolution_backward"  # where the time goes

@@ -289,15 +289,20 @@ def table(result: dict) -> str:
     if ts := result.get("targets"):
         lines.append("targets:")
         for t in ts:
-            value = (f"{t['value']:,.0f} MiB (limit {t['limit']:,.0f} MiB, {t['measured_by']})"
-                     if t["unit"] == "MiB" else f"{t['value']:.2f}x (limit {t['limit']:g}x)")
+            if t["unit"] == "MiB":
+                value = (f"{t['value']:,.0f} MiB (limit {t['limit']:,.0f} MiB, "
+                         f"{t['measured_by']})")
+            elif t["unit"] == "%":
+                value = f"{t['value']:.1f}% (limit {t['limit']:g}%)"
+            else:
+                value = f"{t['value']:,.2f}x (limit {t['limit']:g}x)"
             line = f"  {'met   ' if t['met'] else 'MISSED'} {t['target']} [{t['row']}]: {value}"
             if not t["met"]:
                 limited = ", ".join(f"{o['op']} {o['share_pct']:.0f}%"
                                     for o in t.get("limited_by", []))
                 line += (f"; time goes to: {limited}" if limited
                          else "; run with --profile to see where the time goes"
-                         if t["unit"] == "x" else "")
+                         if t["unit"] != "MiB" else "")
             lines.append(line)
     lines.append(f"wall time {result['wall_s']:.0f} s")
     return "\n".join(lines)
