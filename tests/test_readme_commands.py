@@ -73,7 +73,9 @@ SKIPPED = {
 # --------------------------------------------------------------------------- helpers
 # Example locations of the user's files in README commands (`paths.data_dir=/data`,
 # `model.pretrained=/weights/vgg16.pth`): they are placeholders too.
-EXAMPLE_ROOTS = ("/data", "/weights", "/path/to")
+# `logs/...`: what an earlier README command wrote (e.g. the FCN table's classifier), which a
+# fresh clone does not have.
+EXAMPLE_ROOTS = ("/data", "/weights", "/path/to", "logs")
 
 
 def _placeholders_to_paths(words: list[str], tmp: Path) -> list[str]:
