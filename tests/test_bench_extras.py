@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from fcnlab.bench import PRESETS, suite
+from fcnlab.bench.targets import targets
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -72,7 +73,7 @@ def test_targets_memory_and_peer():
                        _row(name="big", peak_mem_mib=7000.0, profile=prof)],
               "peer": {"row": "fcn8s_caffe_full", "train_speed_ratio": 0.8,
                        "eval_speed_ratio": 1.2, "profile": {"ours": prof}}}
-    ts = suite.targets(result)
+    ts = targets(result)
     mem = [t for t in ts if t["unit"] == "MiB"]
     assert [(t["row"], t["met"]) for t in mem] == [
         ("fcn8s_caffe_500x375_full", True), ("fcn8s_caffe_500x375_full", True),
@@ -100,7 +101,7 @@ def test_speed_targets_are_judged_from_the_result():
         "metrics_cost": {"model": "fcn8s_caffe", "confmat_share_pct": 1.4, "bf_share_pct": 21.0},
         "patchwise_vs_dense": {"ratio": 9000.0, "max_rel_diff": 1e-6},
     }
-    met = {t["target"]: t["met"] for t in suite.targets(result)}
+    met = {t["target"]: t["met"] for t in targets(result)}
     assert met == {
         "aligned geometry trains >= 4x faster than caffe": True,
         "training step >= 60% of the matmul peak": False,
@@ -109,5 +110,5 @@ def test_speed_targets_are_judged_from_the_result():
         "BF update <= 20% of an evaluation pass": False,
         "patch-wise vs dense >= 1000x, same scores": True,
     }
-    (peak,) = [t for t in suite.targets(result) if t["row"] == "fcn8s_aligned_256_w4"]
+    (peak,) = [t for t in targets(result) if t["row"] == "fcn8s_aligned_256_w4"]
     assert peak["limited_by"][0]["op"] == "aten::convolution_backward"  # where the time goes

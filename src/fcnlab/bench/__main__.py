@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from fcnlab.bench import measure, peer, suite
+from fcnlab.bench.targets import targets as judge
 
 
 def parse(argv=None) -> argparse.Namespace:
@@ -186,7 +187,7 @@ def run(args: argparse.Namespace) -> dict:
         print("[bench] patch-wise vs dense", file=sys.stderr, flush=True)
         result["patchwise_vs_dense"] = suite.bench_patchwise(
             device, preset.patch_hw, preset.patch_width, k, reps=max(2, preset.iters))
-    result["targets"] = suite.targets(result)
+    result["targets"] = judge(result)
     result["wall_s"] = time.perf_counter() - started
     return result
 
