@@ -441,7 +441,11 @@ def test_readme_shell_blocks_hold_only_commands():
 @pytest.mark.parametrize("cmd", CHECKED, ids=[f"{c.where}:{c.line[:70]}" for c in CHECKED])
 def test_readme_command_is_accepted(cmd, tmp_path, capsys, monkeypatch):
     _skip_without_extras(cmd)
-    check = handler(cmd)
+    _run_check(handler(cmd), cmd, tmp_path, capsys, monkeypatch)
+
+
+def _run_check(check, cmd: Command, tmp_path, capsys, monkeypatch) -> None:
+    """Call a command's check with the fixtures it takes; Hydra is left clean either way."""
     try:
         if check is check_models:
             check(cmd, tmp_path, capsys, monkeypatch)
@@ -605,12 +609,4 @@ def test_checks_reject_a_broken_command(line, tmp_path, capsys, monkeypatch):
         assert line.startswith("make tests")
         return
     with pytest.raises((AssertionError, SystemExit, ConfigError, ConfigCompositionException)):
-        try:
-            if check is check_models:
-                check(cmd, tmp_path, capsys, monkeypatch)
-            elif check in (check_data, check_report):
-                check(cmd, tmp_path, monkeypatch)
-            else:
-                check(cmd, tmp_path)
-        finally:
-            GlobalHydra.instance().clear()
+        _run_check(check, cmd, tmp_path, capsys, monkeypatch)

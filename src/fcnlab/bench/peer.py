@@ -156,32 +156,25 @@ def bench_peer(spec: str, kwargs: dict, row: Row, conf_dir: Path, device: torch.
                         f"at this input")
     a = Steps(ours, x, y, device, row.fast)
     b = Steps(peer, x, y, device)
-    compile_s = {}
-    ours.train()
-    peer.train()
-    if row.fast.get("compile"):
-        compile_s["train"] = timed(a.train, device, 1)[0]
-    for _ in range(1 + warmup):
-        a.train()
-        b.train()
-    a_train, b_train = interleaved(a.train, b.train, device, reps)
-    prof = None
-    if profile:
-        prof = {"ours": profile_ops(a.train, device, **profile),
-                "peer": profile_ops(b.train, device, **profile)}
-    for s in (a, b):
-        s.opt.zero_grad(set_to_none=True)
-    ours.eval()
-    peer.eval()
-    if row.fast.get("compile"):
-        compile_s["eval"] = timed(a.eval, device, 1)[0]
-    for _ in range(1 + warmup):
-        a.eval()
-        b.eval()
-    a_eval, b_eval = interleaved(a.eval, b.eval, device, reps)
-    if prof:
-        prof["ours_eval"] = profile_ops(a.eval, device, **profile)
-        prof["peer_eval"] = profile_ops(b.eval, device, **profile)
+    compile_s, prof, times = {}, {}, {}
+    # The training step, then the evaluation forward: the same protocol for each mode.
+    for mode, suffix in (("train", ""), ("eval", "_eval")):
+        for net in (ours, peer):
+            net.train(mode == "train")
+        step_a, step_b = getattr(a, mode), getattr(b, mode)
+        if row.fast.get("compile"):  # the first call compiles: timed apart
+            compile_s[mode] = timed(step_a, device, 1)[0]
+        for _ in range(1 + warmup):
+            step_a()
+            step_b()
+        times[mode] = interleaved(step_a, step_b, device, reps)
+        if profile:
+            prof["ours" + suffix] = profile_ops(step_a, device, **profile)
+            prof["peer" + suffix] = profile_ops(step_b, device, **profile)
+        if mode == "train":
+            for s in (a, b):
+                s.opt.zero_grad(set_to_none=True)
+    (a_train, b_train), (a_eval, b_eval) = times["train"], times["eval"]
     out = {
         "spec": spec, "kwargs": kwargs, "row": row.name, "model": row.model,
         "net": dict(row.overrides), "fast": dict(row.fast), "input_hw": list(row.hw),
@@ -204,5 +197,5 @@ def bench_peer(spec: str, kwargs: dict, row: Row, conf_dir: Path, device: torch.
         out["compile_s"] = compile_s
     if prof:
         out["profile"] = prof
-    del a, b, ours, peer
+    del a, b, ours, peer, net
     return out
