@@ -5,7 +5,7 @@ import hydra
 from omegaconf import DictConfig
 
 from fcnlab.cli import check_argv, run_task
-from fcnlab.predict import predict
+from fcnlab.tasks.predict import predict
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="predict")

@@ -4,7 +4,7 @@ import hydra
 from omegaconf import DictConfig
 
 from fcnlab.cli import check_argv, run_task
-from fcnlab.tasks import train
+from fcnlab.tasks.train import train
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")

@@ -1,12 +1,12 @@
 """The shell commands of README.md (and docs/*.md), as a newcomer would copy them.
 
-Used by ``tests/test_readme_commands.py``. A *command* is a line of a fenced code block, or an
+Used by ``tests/docs/test_readme_commands.py``. A *command* is a line of a fenced code block, or an
 inline code span, whose first word is one of :data:`COMMAND_WORDS` (``python``, ``make``, ``pip``
 ...). Trailing ``# comments`` are dropped and whitespace is normalised, so the same command
 written twice is one entry.
 
 ``python -m tool`` written inline with no arguments is a *mention* of the tool in prose (“`python
--m fcnlab.export` writes ONNX …”), not a runnable line; it is kept with ``mention=True``.
+-m fcnlab.tasks.export` writes ONNX …”), not a runnable line; it is kept with ``mention=True``.
 
 Run ``python tests/readme_commands.py`` to print every command and where it is.
 """

@@ -23,7 +23,8 @@ from fcnlab.config import to_plain
 from fcnlab.errors import ConfigError
 from fcnlab.fastpath import autocast, prepare, to_input
 from fcnlab.module import SegmentationModule
-from fcnlab.tasks import evaluate, load_module, train
+from fcnlab.tasks.evaluate import evaluate
+from fcnlab.tasks.train import train
 
 MODELS = {
     "fcn8s-caffe": ["model=fcn8s", "model.net.geometry=caffe"],
@@ -297,7 +298,7 @@ def test_train_with_channels_last_and_bf16(tmp_path, data_dir, monkeypatch):
     ckpt_path = tmp_path / "run" / "checkpoints" / "last.ckpt"
     ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     assert ckpt["hyper_parameters"]["fast"] == {"channels_last": True, "compile": False}
-    module, _ = load_module(ckpt_path)  # weights_only, back on the plain path
+    module, _ = SegmentationModule.from_checkpoint(ckpt_path)  # weights_only, back on the plain path
     assert not module.channels_last and not module.compiled
     conv = next(m for m in module.net.modules() if isinstance(m, nn.Conv2d))
     assert conv.weight.is_contiguous()
@@ -325,5 +326,5 @@ def test_old_checkpoint_without_fast_loads(tmp_path):
     assert not module.channels_last and not module.compiled and module.hparams.fast is None
     path = tmp_path / "old.ckpt"
     torch.save({"hyper_parameters": hp, "state_dict": module.state_dict()}, path)
-    loaded, _ = load_module(path)
+    loaded, _ = SegmentationModule.from_checkpoint(path)
     assert loaded.state_dict().keys() == module.state_dict().keys()

@@ -1,4 +1,4 @@
-"""Optimizer parameter groups (REFERENCE.md §3: biases at 2x lr and no decay; frozen layers out)."""
+"""Optimizer parameter groups (docs/reference.md §3: biases at 2x lr and no decay; frozen layers out)."""
 
 import pytest
 import torch

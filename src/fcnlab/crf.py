@@ -7,7 +7,7 @@ A fully connected CRF over the pixels of one image: the network's softmax gives 
   pixels of similar colour should agree, which snaps coarse boundaries to image edges;
 * *smoothness* (Gaussian) kernel ``w2 · exp(-|p_i - p_j|² / 2θγ²)``: removes small isolated regions.
 
-Mean-field inference, 10 iterations (REFERENCE.md §2, DeepLab-LargeFOV). The numbers:
+Mean-field inference, 10 iterations (docs/reference.md §2, DeepLab-LargeFOV). The numbers:
 
 * DeepLab v1 (Chen et al., ICLR 2015, §4, experimental setup): ``w2 = 3`` and ``θγ = 3`` are kept
   at the defaults of Krähenbühl's code; ``w1``, ``θα``, ``θβ`` were grid-searched on 100 held-out
@@ -18,7 +18,7 @@ Mean-field inference, 10 iterations (REFERENCE.md §2, DeepLab-LargeFOV). The nu
   pos_xy_std = 3", reproduced in several third-party DeepLab ports) are the defaults below. We
   could not check them against the original release page itself.
 * They were found for PASCAL VOC (~500×500 images). The SegNet benchmark's CamVid/SUN row also
-  grid-searched them on held-out images (REFERENCE.md §2) but does not publish its values, so for
+  grid-searched them on held-out images (docs/reference.md §2) but does not publish its values, so for
   other data re-run the search (``θα`` is in pixels at the evaluated resolution, ``θβ`` in 0–255 RGB
   units).
 

@@ -10,19 +10,19 @@ from __future__ import annotations
 import logging
 import math
 import time
+from pathlib import Path
 
 import lightning as L
 import torch
 import torch.nn.functional as F
 
-from fcnlab.boundary import BoundaryF1
+from fcnlab.callbacks.checkpoints import rng_state, set_rng_state
 from fcnlab.config import instantiate
 from fcnlab.crf import CRFConfig, crf_predict, require_crf
 from fcnlab.errors import ConfigError, DataError, FcnlabError
 from fcnlab.fastpath import compile_options, prepare, to_input
-from fcnlab.metrics import SegmentationScores, majority_class_confmat, scores_from_confmat
+from fcnlab.metrics import BoundaryF1, SegmentationScores, majority_class_confmat, scores_from_confmat
 from fcnlab.optim import param_groups
-from fcnlab.resume import rng_state, set_rng_state
 
 LOSS_REDUCTIONS = ("mean", "sum")
 FAST_KEYS = ("channels_last", "compile")
@@ -42,7 +42,7 @@ class SegmentationModule(L.LightningModule):
         optim: ``{"optimizer": <partial config>, "scheduler": <partial config or None>,
             "bias_lr_mult": 2, "bias_decay_mult": 0}``.
         loss: ``{"reduction": "mean" | "sum", "ignore_index": 255}``. ``sum`` is the heavy FCN
-            protocol (loss summed over pixels, tiny learning rates; REFERENCE.md §3); ``mean``
+            protocol (loss summed over pixels, tiny learning rates; docs/reference.md §3); ``mean``
             divides by the number of non-void pixels in the batch.
         num_classes, class_names: of the data the network is trained on.
         metrics: keyword arguments for :class:`SegmentationScores` (e.g. ``mean_over``).
@@ -104,6 +104,25 @@ class SegmentationModule(L.LightningModule):
             self.test_bf = BoundaryF1(num_classes, ignore_index=self.ignore_index, **boundary)
         # The most recent computed scores per split, read by the run recorder.
         self.last_scores: dict[str, dict] = {}
+
+    @classmethod
+    def from_checkpoint(cls, ckpt_path: str | Path) -> tuple[SegmentationModule, dict]:
+        """``(module, checkpoint dict)`` rebuilt from a checkpoint alone (``weights_only=True``):
+        how every task (evaluate, predict, export) gets a trained network back.
+
+        The network comes back on the plain path (default layout, not compiled) whatever ``fast``
+        settings the run trained with: those are about the machine, so the caller chooses again
+        (:meth:`set_fast`).
+        """
+        path = Path(ckpt_path)
+        if not path.is_file():
+            raise ConfigError(f"ckpt_path: {str(path)!r} does not exist; expected a .ckpt file")
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        if "hyper_parameters" not in ckpt or "state_dict" not in ckpt:
+            raise ConfigError(f"ckpt_path: {str(path)!r} is not an fcnlab Lightning checkpoint")
+        module = cls(**{**ckpt["hyper_parameters"], "fast": None})
+        module.load_state_dict(ckpt["state_dict"])
+        return module, ckpt
 
     def set_crf(self, crf: dict | None) -> None:
         if crf:

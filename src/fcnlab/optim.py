@@ -1,4 +1,4 @@
-"""Optimizer parameter groups built on purpose (REFERENCE.md §3).
+"""Optimizer parameter groups built on purpose (docs/reference.md §3).
 
 The FCN and DeepLab solvers give biases twice the base learning rate and no weight decay
 (Caffe ``lr_mult: 2, decay_mult: 0``); frozen layers (the fixed upsamplers, the FCN-32s-fixed

@@ -6,11 +6,11 @@ peak memory, forward+backward GFLOP per image (torch's FLOP counter), achieved G
 share of the dense fp32 matrix-multiply peak measured in the same run. Then: FCN-8s ``aligned``
 vs ``caffe`` geometry, the data pipeline's rate against what the training step consumes, the
 confusion-matrix and BF updates as a share of an evaluation batch, and the patch-wise
-classifier against the dense network (:mod:`fcnlab.models.patchwise`). Presets: ``tiny``
+classifier against the dense network (:mod:`fcnlab.bench.patchwise`). Presets: ``tiny``
 (seconds, for tests), ``small`` (default, embedded scale, minutes on a 2-core CPU), ``paper``
 (full width, the papers' sizes; for a GPU), ``memory`` (the memory targets' row only). On a CUDA
-machine the same command reports GPU numbers. The issue's targets that a run measures are
-listed at the end, met or MISSED, with the profile's top ops for a missed one.
+machine the same command reports GPU numbers. The performance targets that a run measures
+(docs/benchmark.md, "Targets") are listed at the end, met or MISSED, with the profile's top ops for a missed one.
 
 Timings on a shared machine are noisy: compare ratios measured in one run, not across runs.
 
@@ -80,7 +80,7 @@ JSON (``--out``) keys:
   ``ours_eval``, ``peer_eval``} with ``--profile``.
 * ``data_pipeline``, ``metrics_cost``, ``patchwise_vs_dense``: as printed (see
   :mod:`fcnlab.bench.suite`).
-* ``targets[]``: the issue's targets this run measured: ``target``, ``row``, ``value``, ``unit``
+* ``targets[]``: the performance targets this run measured: ``target``, ``row``, ``value``, ``unit``
   (``MiB`` or ``x``), ``limit``, ``met``; ``measured_by`` (memory); ``limited_by[]`` (``op``,
   ``share_pct``: the top ops of the row's profile, with ``--profile``).
 """

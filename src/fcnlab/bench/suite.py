@@ -382,7 +382,7 @@ def bench_metrics(dm, net: torch.nn.Module, device: torch.device, num_classes: i
     """One evaluation batch: the forward pass, argmax, confusion-matrix update and BF update, as in
     ``module._eval_step``. The prediction given to the metrics is the ground truth shifted by 3 px
     (an untrained net predicts one class, which would make BF trivially cheap)."""
-    from fcnlab.boundary import BoundaryF1
+    from fcnlab.metrics.boundary import BoundaryF1
     from fcnlab.metrics import SegmentationScores
 
     batch = next(iter(dm.val_dataloader()))
@@ -415,8 +415,8 @@ def bench_patchwise(device: torch.device, side: int, width: float, num_classes: 
     the same work, and running all of them would take minutes to hours. The same patches check
     that both give the same scores (``max_rel_diff``).
     """
-    from fcnlab.models.convert import VGG16Classifier
-    from fcnlab.models.patchwise import DenseClassifier, PatchClassifier, patchwise_per_pixel
+    from fcnlab.models.vgg import VGG16Classifier
+    from fcnlab.bench.patchwise import DenseClassifier, PatchClassifier, patchwise_per_pixel
 
     torch.manual_seed(0)
     clf = VGG16Classifier(width, num_classes=num_classes).eval()

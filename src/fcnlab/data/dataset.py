@@ -11,7 +11,7 @@ Other layouts (VOC, SBD, CamVid: :mod:`fcnlab.data.voc`, :mod:`fcnlab.data.camvi
 how the list of :class:`Sample` is built; reading and checking is shared here.
 
 Every problem raises :class:`~fcnlab.errors.DataError` naming the file: labels are never clipped,
-quantised or read as RGB (reading a VOC label as RGB is a classic silent bug, REFERENCE.md §6).
+quantised or read as RGB (reading a VOC label as RGB is a classic silent bug, docs/reference.md §6).
 The only value mapping is the explicit ``void_values`` (CamVid's 11 "Unlabelled" -> 255).
 """
 
@@ -300,7 +300,7 @@ class SegmentationDataset(Dataset):
         reseed(int(info.seed % 2**32))
 
     def __getitem__(self, index: int | tuple[int, int]) -> dict:
-        # The training sampler (fcnlab.sampling.EpochSampler) hands out (index, seed): the
+        # The training sampler (fcnlab.data.sampling.EpochSampler) hands out (index, seed): the
         # augmentation of a sample then depends on (seed, epoch, index) only, which makes it
         # independent of the workers and exactly resumable.
         seed = None

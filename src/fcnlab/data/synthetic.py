@@ -3,7 +3,7 @@
 Why it exists: the tests and the CPU smoke runs need a dataset that ships with the code, is
 reproducible byte for byte, and is a *real* segmentation problem. So several classes share one
 colour distribution, the background is cluttered with the same colours, objects occlude each
-other, thin poles and small dots are rare in pixels, and, as in VOC (REFERENCE.md §4), the label
+other, thin poles and small dots are rare in pixels, and, as in VOC (docs/reference.md §4), the label
 has a 255 "void" band along every border between two classes.
 
 Classes (index order): see ``SYNTHETIC_CLASSES``. Each image is seeded from (seed, split, index)

@@ -1,7 +1,7 @@
 """Input preprocessing: the two conventions that pretrained VGG weights expect.
 
 Mixing them up (torchvision weights with Caffe input or the reverse) is one of the classic reasons
-FCN numbers do not reproduce (REFERENCE.md §6), so the mode is always explicit.
+FCN numbers do not reproduce (docs/reference.md §6), so the mode is always explicit.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import torch
 
 from fcnlab.errors import ConfigError
 
-# Caffe-converted VGG-16 (and the FCN heavy protocol, REFERENCE.md §3): BGR order, 0-255 scale,
+# Caffe-converted VGG-16 (and the FCN heavy protocol, docs/reference.md §3): BGR order, 0-255 scale,
 # per-channel mean subtracted, no std division. Mean in B, G, R order, from the FCN reference code.
 CAFFE_MEAN_BGR = (104.00699, 116.66877, 122.67892)
 

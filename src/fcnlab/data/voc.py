@@ -1,4 +1,4 @@
-"""PASCAL VOC 2011/2012 segmentation, with the SBD extra labels (REFERENCE.md §4).
+"""PASCAL VOC 2011/2012 segmentation, with the SBD extra labels (docs/reference.md §4).
 
 Layouts read (nothing is downloaded or converted)::
 
@@ -20,7 +20,7 @@ The training set is the union of ``train_sets`` (an id listed twice keeps the la
 set that lists it) minus every id of the validation and test sets when ``exclude_val_from_train``
 (the default). With ``exclude_val_from_train: false`` an overlap is refused with a ConfigError
 naming the shared ids: SBD train overlapping VOC val is the most common reason published numbers
-do not reproduce (REFERENCE.md §6).
+do not reproduce (docs/reference.md §6).
 
 Image sizes differ (up to 500x500), so training uses batch 1 (the FCN protocol) unless
 ``augment.crop`` is set, and evaluation always uses batch 1 (whole images, original resolution).

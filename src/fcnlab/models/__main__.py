@@ -15,7 +15,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from fcnlab.config import instantiate
-from fcnlab.records import parameter_counts
+from fcnlab.callbacks.records import parameter_counts
 
 
 def count_models(conf_dir: Path, width: float, classes: int) -> dict[str, dict]:

@@ -1,5 +1,5 @@
 """DeconvNet (Noh, Hong & Han, ICCV 2015; released ``DeconvNet_inference_deploy.prototxt``;
-facts in REFERENCE.md §2) over the one VGG16 trunk.
+facts in docs/reference.md §2) over the one VGG16 trunk.
 
 What makes this the paper's network and not a look-alike:
 
@@ -19,14 +19,14 @@ What makes this the paper's network and not a look-alike:
 * ``seg_score``: 1×1 (a ``Deconvolution`` in the prototxt too) to K classes: the logits, no BN
   or ReLU.
 * The unpooling is a swappable decoder part (``unpool``: ``max`` = the paper's max-unpooling with
-  the stored switches; the others are the lecture's alternatives, see
+  the stored switches; the others are the alternatives of docs/reference.md §2, see
   :mod:`fcnlab.models.unpool`).
 
 Because fc6 is a valid 7×7 convolution, the pool5 map must be at least 7×7: the smallest input
 is computed from the trunk's pooling geometry (193×193 with five ceil-mode 2×2 pools: pool5 is
 ``ceil(H / 32)``), and a smaller input raises one clear :class:`ConfigError`.
 
-Parameters at width 1, K = 21, fc 4096: 251,805,653 learnable (REFERENCE.md §2: ~251.8M).
+Parameters at width 1, K = 21, fc 4096: 251,805,653 learnable (docs/reference.md §2: ~251.8M).
 The SegNet benchmark says it cut the fc layers to 1024 (``fc_channels=1024``): 81,917,259 at K = 11
 (its text: ~82M), although its model-size table implies ~219M.
 """

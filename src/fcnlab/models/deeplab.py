@@ -1,5 +1,5 @@
 """DeepLab-LargeFOV (Chen et al., ICLR 2015, "DeepLab v1"; released LargeFOV prototxt; facts in
-REFERENCE.md §2) over the one VGG16 trunk.
+docs/reference.md §2) over the one VGG16 trunk.
 
 What makes this the paper's network and not a look-alike:
 
@@ -14,7 +14,7 @@ Pool rounding: Caffe rounds pooled sizes up, and the released prototxt runs in C
 default is ``pool_ceil_mode=True``. With the padded 3×3 stride-2 pools that gives
 ``ceil((H - 1) / 2) + 1`` per pool: 321 → 41 (the paper's 41×41 score map for 321×321 crops), but
 360×480 → **46×61**. ``pool_ceil_mode=False`` (PyTorch's default rounding) gives 45×60 at
-360×480, the naive "360/8 × 480/8" of REFERENCE.md §2. Both agree for inputs of size 8n + 1.
+360×480, the naive "360/8 × 480/8" of docs/reference.md §2. Both agree for inputs of size 8n + 1.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """FCN-32s, FCN-16s and FCN-8s as heads over the one VGG16 trunk (Long, Shelhamer & Darrell,
-CVPR 2015; reference nets ``voc-fcn{32,16,8}s/net.py``; facts in REFERENCE.md §2).
+CVPR 2015; reference nets ``voc-fcn{32,16,8}s/net.py``; facts in docs/reference.md §2).
 
 What makes these the paper's networks and not look-alikes:
 

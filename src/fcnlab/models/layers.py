@@ -5,7 +5,7 @@ as magic numbers (pytorch-fcn hard-codes 19 / 5, 27 / 9, 31). Every spatial laye
 coordinate of a pixel centre in its input to a coordinate in its output by an affine function;
 composing them from the image to a feature map gives, for the map's pixel grid, where image pixel 0
 lands. A crop that aligns a map with the image (or with another map) is that offset. This follows
-the idea of Caffe's ``coord_map.py`` used by the reference ``net.py`` files (REFERENCE.md §2).
+the idea of Caffe's ``coord_map.py`` used by the reference ``net.py`` files (docs/reference.md §2).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """SegNet: an encoder-decoder over the one VGG16 trunk (Badrinarayanan, Kendall & Cipolla, PAMI
-2017; SegNet-Tutorial ``Models/segnet_train.prototxt``; facts in REFERENCE.md §2).
+2017; SegNet-Tutorial ``Models/segnet_train.prototxt``; facts in docs/reference.md §2).
 
 * Encoder: the 13 VGG16 convolutions, each conv → BN → ReLU; every 2×2 stride-2 max pool rounds
   up like Caffe (``ceil_mode=True``) and returns its argmax indices and the pre-pool size.

@@ -1,5 +1,5 @@
-"""The lecture's upsampling parts (§3.2 unpooling, §3.3 transposed convolution; REFERENCE.md §2,
-"the lecture's other building blocks"), as swappable decoder parts.
+"""Upsampling parts: nearest-neighbour, bed-of-nails and max unpooling, learnt transposed convolution
+and fixed bilinear (docs/reference.md §2, "Decoder parts"), as swappable decoder parts.
 
 Every part has the same call signature ``forward(x, indices=None, output_size=None)`` so that a
 decoder (SegNet here) can take any of them from the config:

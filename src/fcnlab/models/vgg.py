@@ -1,4 +1,4 @@
-"""The one VGG16 trunk every network here is built on (REFERENCE.md §2).
+"""The one VGG16 trunk every network here is built on (docs/reference.md §2).
 
 Five blocks of 3×3 convolutions (64, 128, 256, 512, 512 channels; 2, 2, 3, 3, 3 convs), each
 ending in a 2×2 stride-2 max pool that rounds sizes *up* like Caffe (``ceil_mode=True``), then the
@@ -156,3 +156,61 @@ class VGG16(nn.Module):
             x = self.drop7(self.conv_bn_relu("fc7", x))
             out["fc7"] = x
         return out
+
+
+IMAGENET_CLASSES = 1000
+
+
+class VGG16Classifier(nn.Module):
+    """VGG16 (configuration D) as an ImageNet classifier, in the torchvision module layout.
+
+    ``features`` (convs, optional BN, ReLU, floor-mode 2×2 max pools), ``avgpool``
+    (``AdaptiveAvgPool2d(7)``: the identity at 224×224), ``classifier`` (fc6, ReLU, Dropout, fc7,
+    ReLU, Dropout, fc8). ``width`` scales every channel count and the fc width exactly as in
+    :class:`~fcnlab.models.vgg.VGG16`, so a width-w classifier converts into a width-w trunk.
+    """
+
+    def __init__(self, width: float = 1.0, *, num_classes: int = IMAGENET_CLASSES,
+                 batch_norm: bool = False, dropout: float = 0.5,
+                 fc_channels: int = VGG16_FC_CHANNELS):
+        super().__init__()
+        self.num_classes = num_classes
+        layers: list[nn.Module] = []
+        in_ch = 3
+        for channels, n_convs in VGG16_BLOCKS:
+            out_ch = scaled(channels, width)
+            for _ in range(n_convs):
+                layers.append(nn.Conv2d(in_ch, out_ch, 3, padding=1))
+                if batch_norm:
+                    layers.append(nn.BatchNorm2d(out_ch))
+                layers.append(nn.ReLU(inplace=True))
+                in_ch = out_ch
+            layers.append(nn.MaxPool2d(2, 2))
+        self.features = nn.Sequential(*layers)
+        self.avgpool = nn.AdaptiveAvgPool2d(VGG16_FC6_KERNEL)
+        fc = scaled(fc_channels, width)
+        self.classifier = nn.Sequential(
+            nn.Linear(in_ch * VGG16_FC6_KERNEL ** 2, fc),  # fc6: flattened 7×7 pool5 -> fc
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+            nn.Linear(fc, fc),  # fc7
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+            nn.Linear(fc, num_classes),  # fc8
+        )
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """torchvision's VGG initialisation (He for convs, N(0, 0.01) for the fc layers)."""
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, 0, 0.01)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.avgpool(self.features(x))
+        return self.classifier(torch.flatten(x, 1))  # N × (C·7·7), channel-major like fc6's kernel

@@ -4,7 +4,7 @@ Reads every ``results.json`` under a sweep folder (Hydra's multirun dir: ``<swee
 searched up to three levels deep) and writes, by default into ``<sweep>/report/``:
 
 - ``table.md`` / ``table.csv``: the paper's table layout with our numbers next to the paper's
-  (``fcnlab.paper_tables``), every run tied to its command, commit, machine and wall time, and
+  (``fcnlab.report.paper_tables``), every run tied to its command, commit, machine and wall time, and
   the protocol differences that can be read from the records;
 - ``plots/<metric>.png``: each metric against iteration, one line per run;
 - ``predictions.png``: the first few validation images, their ground truth and every model's

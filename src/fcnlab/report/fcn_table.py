@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fcnlab.paper_tables import (
+from fcnlab.report.paper_tables import (
     FCN_EXTRA_ROWS,
     FCN_HEAVY_MEAN_IU,
     FCN_HEAVY_SOURCE,

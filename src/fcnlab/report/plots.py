@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from fcnlab.paper_tables import METRIC_LABELS
+from fcnlab.report.paper_tables import METRIC_LABELS
 from fcnlab.report.formatting import METRICS
 from fcnlab.report.runs import Run, evaluations
 

@@ -46,7 +46,7 @@ def write_predictions(runs: list[Run], out_png: Path, num_images: int = 4) -> li
 
     from fcnlab.config import instantiate
     from fcnlab.data.transforms import denormalize
-    from fcnlab.tasks import load_module
+    from fcnlab.module import SegmentationModule
 
     notes, columns = [], []  # columns: (title, [H x W x 3 uint8] per image)
     reference = None  # (ids, images, masks, palette)
@@ -59,7 +59,7 @@ def write_predictions(runs: list[Run], out_png: Path, num_images: int = 4) -> li
             notes.append(f"{run.name}: no checkpoint (checkpoints.last missing); not shown")
             continue
         try:
-            module, _ = load_module(ckpt)
+            module, _ = SegmentationModule.from_checkpoint(ckpt)
             data_cfg = module.hparams.data or {}
             dm_cfg = data_cfg.get("datamodule")
             key = json.dumps(dm_cfg, sort_keys=True)

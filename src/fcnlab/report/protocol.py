@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fcnlab.paper_tables import TABLES, table_of_model
+from fcnlab.report.paper_tables import TABLES, table_of_model
 from fcnlab.report.formatting import DASH, md_table
 from fcnlab.report.runs import Run, _get
 
@@ -83,7 +83,7 @@ def protocol_items(run: Run, split: str) -> dict[str, str]:
     callbacks = _get(cfg, "callbacks") or {}
     optimizer = _optimizer(cfg)
     pre = (run.record or {}).get("pretrain") if run.is_pretrain else None
-    if pre:  # the classifier's own schedule and crops (fcnlab.pretrain), not the FCNs'
+    if pre:  # the classifier's own schedule and crops (fcnlab.tasks.pretrain), not the FCNs'
         iters = str((run.record or {}).get("iterations", pre.get("max_steps") or iters))
         batch = str(pre.get("batch_size", DASH))
         size = f"{pre.get('crop_size')}x{pre.get('crop_size')} crops"
@@ -175,6 +175,6 @@ def protocol_section(runs: list[Run], tables: list[str], split: str) -> str:
                      "**commit**: " + ", ".join(sorted({_commit(r) for r in members})))
         parts += [f"## Protocol differences ({table.title.split(':')[0]})",
                   "Read from the run records (`results.json` config), against the paper's "
-                  "protocol (REFERENCE.md §1, §3):", "\n".join(lines)]
+                  "protocol (docs/reference.md §1, §3):", "\n".join(lines)]
     return "\n\n".join(parts)
 

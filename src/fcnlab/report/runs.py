@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-RESULTS_FILE = "results.json"  # fcnlab.records.RESULTS_FILE (not imported: it pulls in Lightning)
+RESULTS_FILE = "results.json"  # fcnlab.callbacks.records.RESULTS_FILE (not imported: it pulls in Lightning)
 MAX_DEPTH = 3
 PRETRAIN_MODEL = "vgg16_classifier"  # conf/model/vgg16_classifier.yaml (task: pretrain)
 
@@ -37,7 +37,7 @@ class Run:
 
     @property
     def is_pretrain(self) -> bool:
-        """A VGG16 classifier job (fcnlab.pretrain) of the sweep: features, not a table row."""
+        """A VGG16 classifier job (fcnlab.tasks.pretrain) of the sweep: features, not a table row."""
         return (self.record or {}).get("task") == "pretrain" or self.model == PRETRAIN_MODEL
 
     def budgets(self) -> list[int] | None:

@@ -3,7 +3,7 @@ last one, our row above the paper's."""
 
 from __future__ import annotations
 
-from fcnlab.paper_tables import SEGNET_TABLE3, PaperTable
+from fcnlab.report.paper_tables import SEGNET_TABLE3, PaperTable
 from fcnlab.report.formatting import (
     DASH,
     Notes,

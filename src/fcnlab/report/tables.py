@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from fcnlab.paper_tables import METRIC_LABELS, TABLES, table_of_model
+from fcnlab.report.paper_tables import METRIC_LABELS, TABLES, table_of_model
 from fcnlab.report.formatting import METRICS, Notes, fmt, iter_cell, md_section, md_table
 from fcnlab.report.runs import Run, final_evaluation
 
@@ -108,7 +108,7 @@ def features_section(runs: list[Run]) -> str:
                      f"`{classifier['path']}` ({sha})" if classifier.get("path") else "-"])
     return md_section(
         "Features: the pretrained VGG16 classifier",
-        "Trained in this sweep on object-centred crops of the training split (fcnlab.pretrain; "
+        "Trained in this sweep on object-centred crops of the training split (fcnlab.tasks.pretrain; "
         "the paper's networks start from ImageNet VGG16). Rows whose initialisation names it "
         "(## Runs) started from it. Accuracy in percent on the val split's crops.",
         md_table(header, rows), *([notes.markdown()] if notes.items else []))

@@ -1,0 +1,146 @@
+"""``train(cfg)``: train a segmentation network and score it at every evaluation and budget.
+
+``train.py`` at the top of the repository is a thin ``@hydra.main`` wrapper around it; tests
+compose the real config and call it directly. ``task: pretrain`` dispatches to
+:func:`fcnlab.tasks.pretrain.pretrain`.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+from omegaconf import DictConfig
+
+from fcnlab.callbacks.budgets import BudgetCheckpoints, check_budgets
+from fcnlab.callbacks.checkpoints import AtomicCheckpointIO, SaveOnSigterm, resolve_resume
+from fcnlab.callbacks.records import RESULTS_FILE, RunRecord, parameter_counts
+from fcnlab.callbacks.wandb_media import WandbPredictions, finish_wandb
+from fcnlab.config import check_train_config, instantiate, to_plain  # + resolvers
+from fcnlab.errors import ConfigError
+from fcnlab.models.checkpoint import load_init_weights
+from fcnlab.models.weights import load_pretrained_trunk
+from fcnlab.module import SegmentationModule
+from fcnlab.tasks.pretrain import pretrain
+from fcnlab.tasks.trainer import (crf_params, instantiate_all, print_summary, progress_settings,
+                                  record_compile_time, save_last_checkpoint)
+
+log = logging.getLogger(__name__)
+
+
+def build_module(cfg: DictConfig, datamodule) -> SegmentationModule:
+    if datamodule.num_classes != cfg.data.num_classes:
+        raise ConfigError(
+            f"data.num_classes is {cfg.data.num_classes} but the data set has "
+            f"{datamodule.num_classes} classes"
+        )
+    loss = to_plain(cfg.loss)
+    if loss.get("class_weights") is not None:  # median_freq or a list -> K floats, recorded
+        datamodule.prepare_data()
+        loss["class_weights"] = datamodule.class_weights(loss["class_weights"])
+    return SegmentationModule(
+        net=to_plain(cfg.model.net),
+        optim=to_plain(cfg.optim),
+        loss=loss,
+        num_classes=datamodule.num_classes,
+        class_names=list(datamodule.class_names),
+        metrics=to_plain(cfg.get("metrics")),
+        name=cfg.model.name,
+        data=to_plain(cfg.data),
+        crf=crf_params(cfg),
+        fast=to_plain(cfg.get("fast")),
+    )
+
+
+def train(cfg: DictConfig) -> dict:
+    """Train ``cfg.model`` on ``cfg.data``; evaluate every ``val_check_interval`` iterations.
+
+    Returns the run record (also written to ``<output_dir>/results.json``). ``task: pretrain``
+    (``experiment=pretrain_vgg``) trains the VGG16 classifier instead (:mod:`fcnlab.tasks.pretrain`).
+    """
+    if cfg.get("task") == "pretrain":
+        return pretrain(cfg)
+    check_train_config(cfg)
+    L.seed_everything(cfg.seed, workers=True)
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+
+    datamodule = instantiate(cfg.data.datamodule)
+    module = build_module(cfg, datamodule)
+    # A network with a minimum input size (DeconvNet's 7×7 fc6) says so before training starts.
+    check_size = getattr(module.net, "check_input_size", None)
+    if check_size and getattr(datamodule, "image_size", None):
+        check_size(datamodule.image_size)
+    pretrained = None
+    if cfg.model.get("pretrained"):  # ImageNet VGG16 (or the embedded recipe's) -> the trunk
+        pretrained = load_pretrained_trunk(module.net, cfg.model.pretrained,
+                                           preprocess=cfg.data.datamodule.get("preprocess"))
+    init_report = None
+    if cfg.model.get("init_from"):  # a previous stage: overrides the trunk too
+        init_report = load_init_weights(module.net, cfg.model.init_from)
+
+    recorder = RunRecord(output_dir, {
+        "task": "train",
+        "model": cfg.model.name,
+        "data": cfg.data.name,
+        "output_dir": str(output_dir),
+        "parameters": parameter_counts(module.net),
+        "pretrained": pretrained,
+        "init_from": cfg.model.get("init_from"),
+        "init_copied": len(init_report["copied"]) if init_report else None,
+        "config": to_plain(cfg),
+    })
+    record_compile_time(recorder, module)
+    budgets = check_budgets(cfg.get("budgets"), cfg.trainer.max_steps,
+                            cfg.trainer.get("val_check_interval"))
+    recorder.record["budgets"] = budgets
+    ckpt_dir = output_dir / "checkpoints"
+    resume_from = resolve_resume(cfg.get("resume"), ckpt_dir)
+    if resume_from:
+        step = int(torch.load(resume_from, map_location="cpu", weights_only=True,
+                              mmap=True)["global_step"])
+        recorder.continue_from(Path(resume_from).parent.parent / RESULTS_FILE, step, resume_from)
+    budget_ckpts = BudgetCheckpoints(budgets, ckpt_dir)
+    loggers = instantiate_all(cfg.get("logger"))
+    uses_wandb = any(type(lg).__name__ == "WandbLogger" for lg in loggers)
+    extras = [WandbPredictions()] if uses_wandb else []
+    progress, plain = progress_settings(cfg)
+    extras += plain
+    callbacks = (instantiate_all(cfg.get("callbacks")) + extras
+                 + [budget_ckpts, SaveOnSigterm(ckpt_dir), recorder])
+    trainer: L.Trainer = instantiate(
+        cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()],
+        **progress,
+    )
+    recorder.save()
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
+        last = recorder.last("val")
+        if last is None or last["iteration"] != trainer.global_step:
+            trainer.validate(module, datamodule=datamodule)  # always score the final weights
+        if cfg.get("crf") and cfg.crf.get("at_end") and module.crf is None:
+            # The DeepLab-LargeFOV-denseCRF row: the final weights once more, with the CRF.
+            module.set_crf(crf_params(cfg, force=True))
+            trainer.validate(module, datamodule=datamodule)
+            module.set_crf(None)
+        if cfg.get("test"):
+            trainer.test(module, datamodule=datamodule)
+    except SIGTERMException:
+        recorder.save(status="interrupted", iterations=trainer.global_step,
+                      error="SIGTERM: state saved in checkpoints/interrupted.ckpt; "
+                            "re-run the same command with resume=auto to continue")
+        raise
+    except BaseException as e:
+        recorder.save(status="failed", error=f"{type(e).__name__}: {e}")
+        raise
+    finally:
+        finish_wandb(trainer)
+    recorder.save(status="finished", iterations=trainer.global_step,
+                  checkpoints={**save_last_checkpoint(trainer),
+                               "budgets": {str(k): v for k, v in budget_ckpts.saved.items()}})
+    if trainer.global_rank == 0:
+        print_summary(recorder.record, module.class_names, output_dir)
+    return recorder.record
