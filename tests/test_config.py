@@ -128,6 +128,7 @@ BAD_INPUTS = {
     "max_steps_not_int": ["trainer.max_steps=abc"],
     "missing_init_from": ["model.init_from=/nonexistent.ckpt"],
     "width_not_number": ["model.net.width=abc"],
+    "unknown_callback_in_a_list": ["callbacks=[default,nope]"],
 }
 
 
@@ -140,7 +141,8 @@ def cli(tmp_path_factory):
     env.pop("FCNLAB_DATA_DIR", None)
     env.pop("FCNLAB_LOG_DIR", None)
     common = ["debug=fast", f"paths.data_dir={root / 'data'}", f"paths.log_dir={root / 'logs'}"]
-    cases = {"cfg_job": ["--cfg", "job", "--resolve"]}
+    cases = {"cfg_job": ["--cfg", "job", "--resolve"],
+             "callbacks_list": ["--cfg", "job", "callbacks=[default,early_stopping]"]}
     cases.update(BAD_INPUTS)
     procs = {}
     for name, args in cases.items():
@@ -184,6 +186,21 @@ def test_unknown_model_lists_options(cli):
     assert err.startswith("error: model=nope: no such option"), err
     for model in MODELS:
         assert model in err, err
+
+
+def test_a_list_of_group_options_is_accepted_and_checked_per_item(cli):
+    """``callbacks=[default,early_stopping]`` adds a callback; a bad item is named in one line."""
+    from fcnlab.config import check_group_choices
+
+    rc, out, err, _ = cli["callbacks_list"]
+    assert rc == 0, err
+    callbacks = yaml.safe_load(out)["callbacks"]
+    assert {"latest", "best", "early_stopping"} <= set(callbacks), callbacks
+    rc, _, err, _ = cli["unknown_callback_in_a_list"]
+    assert rc != 0 and err.startswith("error: callbacks=nope: no such option"), err
+    assert check_group_choices(CONF_DIR, ["callbacks=[default, early_stopping]"]) is None
+    assert check_group_choices(CONF_DIR, ["model=fcn8s,fcn16s"]) is None
+    assert "model=fcn9s" in check_group_choices(CONF_DIR, ["model=[fcn8s,fcn9s]"])
 
 
 def test_max_steps_not_int_is_one_line_error(cli):

@@ -1,7 +1,11 @@
-"""The table experiments end to end at toy size: one multirun, then the report.
+"""The table experiments: what every job of the four sweeps is, then two end to end at toy size.
 
-fcn_table: the staged chain (FCN-32s -> 16s -> 8s) inside one multirun command. segnet_table:
-2 models x 2 budgets with the report's cells checked against the runs' results.json.
+Every job of experiment=fcn_table_{embedded,paper} and segnet_table_{embedded,paper} is composed
+and its key values pinned (data, solver, schedule, budgets, batch, preprocessing, weights, stage
+chain, split): the presets were once spread over conf/experiment, conf/table and the command
+line, and these numbers are what they composed to. End to end: the FCN staged chain (FCN-32s ->
+16s -> 8s) inside one multirun command, and the SegNet table's 2 models x 2 budgets with the
+report's cells checked against the runs' results.json.
 """
 
 from __future__ import annotations
@@ -13,9 +17,122 @@ import sys
 from pathlib import Path
 
 import pytest
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import OmegaConf
+
+from conftest import compose_cfg
 
 ROOT = Path(__file__).resolve().parents[1]
 TOY = ["debug=fast", "trainer.val_check_interval=2"]
+
+
+# ----------------------------------------------------------------------------- every job, pinned
+# Per sweep: its folder, its jobs in order (the FCN stages need that order), the values every job
+# has, and per job what differs. "{data}" is paths.data_dir, "{sweep}" the sweep folder.
+FCN_PAPER_LR = {"fcn32s_fixed": 1e-10, "fcn32s": 1e-10, "fcn16s": 1e-12, "fcn8s": 1e-14}
+SEGNET_MODELS = ["segnet", "deeplab_largefov", "fcn_bilinear", "fcn_learnt_deconv", "deconvnet"]
+ABSENT = "<absent>"  # the key is not in the job's config
+FEATURES = "{sweep}/vgg16_classifier/vgg16_classifier.pt"  # the embedded sweep's first job
+STAGES = {"fcn16s": "{sweep}/fcn32s/checkpoints/last.ckpt",
+          "fcn8s": "{sweep}/fcn16s/checkpoints/last.ckpt"}
+EMBEDDED = {"model.net.width": 0.125, "data.name": "synthetic",
+            "data.datamodule.preprocess": "torchvision", "optim.optimizer._target_":
+            "torch.optim.Adam", "optim.optimizer.lr": 1e-3, "optim.optimizer.weight_decay": 0.0,
+            "trainer.accelerator": "auto", "loss.reduction": "mean", "loss.class_weights": None}
+PAPER = {"model.net.width": 1.0, "data.datamodule.preprocess": "caffe",
+         "optim.optimizer._target_": "torch.optim.SGD", "trainer.accelerator": "gpu",
+         "trainer.val_check_interval": 4000}
+SWEEPS = {
+    "fcn_table_embedded": {
+        "folder": "fcn_table-embedded",
+        "models": ["vgg16_classifier", "fcn32s_fixed", "fcn32s", "fcn16s", "fcn8s"],
+        "all": {**EMBEDDED, "data.datamodule.batch_size": 8,
+                "data.datamodule.image_size": [96, 128],
+                "trainer.max_steps": 800, "trainer.val_check_interval": 200, "budgets": [],
+                "pretrain.max_steps": 300, "pretrain.val_check_interval": 100,
+                "pretrain.lr": 1e-4, "callbacks.bn_recompute": ABSENT},
+        "job": lambda m: {"model.pretrained": FEATURES if m in ("fcn32s_fixed", "fcn32s") else None,
+                          "model.init_from": STAGES.get(m), "task": "pretrain"
+                          if m == "vgg16_classifier" else "train"},
+    },
+    "fcn_table_paper": {
+        "folder": "fcn_table-paper",
+        "models": ["fcn32s_fixed", "fcn32s", "fcn16s", "fcn8s"],
+        "all": {**PAPER, "data.name": "voc", "data.datamodule.batch_size": 1,
+                "data.datamodule.sbd_root": "{data}/benchmark_RELEASE/dataset",
+                "data.datamodule.train_sets": ["sbd_train"],
+                "data.datamodule.val_set": "{data}/seg11valid.txt",
+                "optim.optimizer.momentum": 0.99, "optim.optimizer.weight_decay": 5e-4,
+                "optim.bias_lr_mult": 2.0, "optim.bias_decay_mult": 0.0, "optim.scheduler": None,
+                "loss.reduction": "sum", "model.net.upsample_learn": "none",
+                "model.pretrained": "{data}/weights/vgg16_classifier.pth",
+                "trainer.max_steps": 100000, "budgets": [], "callbacks.bn_recompute": ABSENT},
+        "job": lambda m: {"optim.optimizer.lr": FCN_PAPER_LR[m], "model.init_from": STAGES.get(m)},
+    },
+    "segnet_table_embedded": {
+        "folder": "segnet_table-embedded",
+        "models": SEGNET_MODELS,
+        "all": {**EMBEDDED, "data.datamodule.image_size": [200, 200],
+                "data.datamodule.num_train": 200, "data.datamodule.num_val": 40,
+                "data.datamodule.num_test": 40, "data.datamodule.batch_size": 5,
+                "data.datamodule.eval_batch_size": 10, "budgets": [200, 400],
+                "trainer.max_steps": 600, "trainer.val_check_interval": 100,
+                "callbacks.bn_recompute.max_batches": 8, "model.pretrained": None},
+        "job": lambda m: {"crf.at_end": m == "deeplab_largefov"},
+    },
+    "segnet_table_paper": {
+        "folder": "segnet_table-paper",
+        "models": SEGNET_MODELS,
+        "all": {**PAPER, "data.name": "camvid", "data.datamodule.root": "{data}/CamVid",
+                "data.datamodule.train_split": "train", "data.datamodule.val_split": "val",
+                "data.datamodule.batch_size": 5, "optim.optimizer.lr": 1e-3,
+                "optim.optimizer.momentum": 0.9, "optim.optimizer.weight_decay": 0.0,
+                "optim.scheduler": None, "loss.reduction": "mean", "loss.class_weights": None,
+                "budgets": [40000, 80000], "trainer.max_steps": 260000,
+                "callbacks.bn_recompute.max_batches": None,
+                "model.pretrained": "{data}/weights/vgg16_classifier.pth"},
+        "job": lambda m: {"crf.at_end": m == "deeplab_largefov"},
+    },
+}
+# Every SegNet-table job: BN after every conv (DeepLab reads the switch), resumable, checkpoints.
+for _name in ("segnet_table_embedded", "segnet_table_paper"):
+    SWEEPS[_name]["all"].update({"batch_norm_everywhere": True, "resume": "auto",
+                                 "callbacks.latest.save_last": True})
+for _name in ("fcn_table_embedded", "fcn_table_paper"):
+    SWEEPS[_name]["all"].update({"resume": "auto", "callbacks.latest.save_last": True})
+JOBS = [(name, model) for name, sweep in SWEEPS.items() for model in sweep["models"]]
+
+
+def _expected(name: str, model: str, data: Path, sweep: Path) -> dict:
+    want = {**SWEEPS[name]["all"], **SWEEPS[name]["job"](model), "model.name": model}
+    return {k: v.format(data=data, sweep=sweep) if isinstance(v, str) else v
+            for k, v in want.items()}
+
+
+@pytest.mark.parametrize("name,model", JOBS, ids=[f"{n}:{m}" for n, m in JOBS])
+def test_every_table_job_composes_to_its_pinned_values(tmp_path, name, model):
+    cfg = compose_cfg("train", [f"experiment={name}", f"model={model}"], tmp_path, debug=None,
+                      keep_hydra=True)
+    sweep = tmp_path / "logs" / "tables" / SWEEPS[name]["folder"]
+    assert cfg.hydra.sweep.dir == str(sweep) and cfg.hydra.sweep.subdir == model
+    assert cfg.hydra.sweeper.params.model == ",".join(SWEEPS[name]["models"])
+    plain = OmegaConf.to_container(cfg, resolve=True)  # every interpolation resolves
+    want = _expected(name, model, tmp_path / "data", sweep)
+    got = {key: OmegaConf.select(OmegaConf.create(plain), key, default=ABSENT)
+           for key in want}
+    assert got == want
+    assert "requires" not in plain  # the command needs no data=/optim= any more
+
+
+@pytest.mark.parametrize("name,data,optim,scale", [
+    ("fcn_table_embedded", "synthetic", "adam", "embedded"),
+    ("fcn_table_paper", "voc", "sgd_heavy", "paper"),
+    ("segnet_table_embedded", "synthetic", "adam", "embedded"),
+    ("segnet_table_paper", "camvid", "sgd", "paper")])
+def test_table_presets_choose_their_data_solver_and_scale(tmp_path, name, data, optim, scale):
+    compose_cfg("train", [f"experiment={name}"], tmp_path, debug=None)
+    choices = HydraConfig.get().runtime.choices
+    assert (choices.data, choices.optim, choices.scale) == (data, optim, scale)
 
 
 def _sweep(tmp_path: Path, data_dir: Path, args: list[str]) -> None:
@@ -36,7 +153,7 @@ def _record(sweep: Path, model: str) -> dict:
 
 
 def test_fcn_table_staged_chain_in_one_multirun(tmp_path, data_dir):
-    args = ["experiment=fcn_table", "scale=embedded", "trainer.max_steps=2"]
+    args = ["experiment=fcn_table_embedded", "trainer.max_steps=2"]
     _sweep(tmp_path, data_dir, args)
     sweep = tmp_path / "tables" / "fcn_table-embedded"
     # The first job pretrains the classifier (with the recipe's lr, on the trainer's schedule
@@ -70,8 +187,7 @@ def test_fcn_table_staged_chain_in_one_multirun(tmp_path, data_dir):
 
 
 def test_segnet_table_budgets_reach_the_report(tmp_path, data_dir):
-    _sweep(tmp_path, data_dir, ["experiment=segnet_table", "scale=embedded",
-                                "model=segnet,fcn_bilinear",
+    _sweep(tmp_path, data_dir, ["experiment=segnet_table_embedded", "model=segnet,fcn_bilinear",
                                 "budgets=[2,4]", "trainer.max_steps=6"])
     sweep = tmp_path / "tables" / "segnet_table-embedded"
     rows = _report(sweep)
@@ -84,17 +200,3 @@ def test_segnet_table_budgets_reach_the_report(tmp_path, data_dir):
                       and r.get("column") == f"budget {budget}"]
             assert float(row["mean_iou"]) == pytest.approx(100 * by_iter[budget]["mean_iou"])
             assert float(row["bf"]) == pytest.approx(100 * by_iter[budget]["bf"])
-
-
-@pytest.mark.parametrize("experiment,needs", [("fcn_table", "data=voc optim=sgd_heavy"),
-                                              ("segnet_table", "data=camvid")])
-def test_paper_presets_say_which_data_and_solver_they_need(tmp_path, experiment, needs):
-    """A paper preset cannot choose its data set itself (it is loaded through an interpolated
-    default); without it on the command line the run stops at once, naming the overrides."""
-    out = subprocess.run([sys.executable, str(ROOT / "train.py"), f"experiment={experiment}",
-                          "scale=paper", f"paths.log_dir={tmp_path}",
-                          f"paths.data_dir={tmp_path}"],
-                         cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert out.returncode != 0
-    assert f"add {needs} to the command" in out.stderr + out.stdout
-    assert not list(tmp_path.rglob("results.json"))  # nothing started

@@ -64,48 +64,11 @@ def _is_int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _group_choices() -> dict:
-    """The composed run's config group choices (``data: voc``), when Hydra composed it."""
-    from hydra.core.hydra_config import HydraConfig
-
-    if not HydraConfig.initialized():
-        return {}
-    return dict(HydraConfig.get().runtime.choices)
-
-
-def check_required_choices(cfg: DictConfig) -> None:
-    """``requires: {data: voc, optim: sgd_heavy}``: the group options a preset needs.
-
-    A paper-scale table preset (conf/table/<experiment>-paper.yaml) is loaded through the
-    interpolated ``table: ${experiment}-${scale}`` default, and Hydra allows no default-list
-    overrides below an interpolated group: it cannot pick the paper's data set and solver
-    itself, so it names them here, the command line gives them, and this says which are missing
-    before anything is built or written.
-    """
-    required = OmegaConf.select(cfg, "requires")
-    if not required:
-        return
-    choices = _group_choices()
-    wrong = {}
-    for group, want in OmegaConf.to_container(required).items():
-        got = choices.get(group, OmegaConf.select(cfg, f"{group}.name"))
-        if got != want:
-            wrong[group] = (want, got)
-    if wrong:
-        preset = " ".join(f"{g}={choices[g]}" for g in ("experiment", "scale") if choices.get(g))
-        raise ConfigError(
-            f"{preset or 'this preset'} needs "
-            + ", ".join(f"{g}={w} (got {g}={h})" for g, (w, h) in wrong.items())
-            + "; add " + " ".join(f"{g}={w}" for g, (w, _) in wrong.items())
-            + " to the command")
-
-
 def check_train_config(cfg: DictConfig) -> None:
     """Validate the values train(cfg) relies on; raise ConfigError naming the first bad one."""
     for group in ("model", "data", "optim", "trainer"):
         if not isinstance(cfg.get(group), DictConfig):
             raise ConfigError(f"{group}: expected a config group (e.g. {group}=...), got nothing")
-    check_required_choices(cfg)
     _expect(cfg, "seed", _is_int, "an int")
     _expect(cfg, "model.name", lambda v: isinstance(v, str) and v, "a model name")
     _expect(cfg, "data.name", lambda v: isinstance(v, str) and v, "a data set name")
@@ -160,7 +123,8 @@ def check_group_choices(conf_dir: str | Path, argv: list[str]) -> str | None:
     """One line naming an unknown group option on the command line (``model=nope``), or None.
 
     Hydra reports the same thing over several lines with its search path; this runs first so the
-    user sees what was asked for and what exists. Sweeps (``model=a,b``) are checked per item.
+    user sees what was asked for and what exists. Sweeps (``model=a,b``) and lists of options
+    (``callbacks=[default,early_stopping]``) are checked per item.
     """
     conf_dir = Path(conf_dir)
     for arg in argv:
@@ -169,7 +133,7 @@ def check_group_choices(conf_dir: str | Path, argv: list[str]) -> str | None:
         if not sep or not group.is_dir() or "(" in value or value in ("null", ""):
             continue
         options = sorted(p.stem for p in group.glob("*.yaml"))
-        for choice in value.split(","):
-            if choice not in options:
+        for choice in (c.strip() for c in re.split(r"[\[\],]", value)):
+            if choice and choice not in options:
                 return f"{key}={choice}: no such option; expected one of {', '.join(options)}"
     return None

@@ -18,8 +18,9 @@ Mean-field inference, 10 iterations (docs/reference.md §2, DeepLab-LargeFOV). T
   pos_xy_std = 3", reproduced in several third-party DeepLab ports) are the defaults below. We
   could not check them against the original release page itself.
 * They were found for PASCAL VOC (~500×500 images). The SegNet benchmark's CamVid/SUN row also
-  grid-searched them on held-out images (docs/reference.md §2) but does not publish its values, so for
-  other data re-run the search (``θα`` is in pixels at the evaluated resolution, ``θβ`` in 0–255 RGB
+  grid-searched them, on a subset of the training set since it had no validation set (SegNet
+  TPAMI 2017 §4.1; docs/reference.md §2), but does not publish its values, so for other data
+  re-run the search (``θα`` is in pixels at the evaluated resolution, ``θβ`` in 0–255 RGB
   units).
 
 The CRF is optional: it needs ``pydensecrf2`` (``pip install "fcnlab[crf]"``), imported as

@@ -1,8 +1,9 @@
-"""The worked examples of docs/adding-a-model.md and docs/adding-a-dataset.md, run as written.
+"""The worked examples of the docs pages (``DOC_EXAMPLES`` in tests/readme_commands.py:
+docs/adding-a-model.md and docs/adding-a-dataset.md), run as written.
 
 A fenced block preceded by ``<!-- test: write <path> -->`` is written to ``<path>``; one preceded
 by ``<!-- test: run -->`` is run line by line (``python`` is this interpreter) and must exit 0.
-Everything happens in a temporary copy of ``train.py``, ``eval.py``, ``predict.py`` and
+Everything happens in a temporary copy of the top-level scripts (``train.py`` … ``params.py``) and
 ``conf/``, so the examples change nothing in the repository; each must train for 2 iterations
 and write results.json.
 """
@@ -20,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from readme_commands import DOC_EXAMPLES, PAGES, page_name
+
 ROOT = Path(__file__).resolve().parents[2]
 BLOCK = re.compile(r"<!-- test: (write (?P<path>\S+)|run) -->\s*\n"
                    r"```(?P<lang>\w*)\n(?P<body>.*?)```", re.S)
@@ -32,7 +35,7 @@ def blocks(doc: Path) -> list[dict]:
 
 
 def run_doc(doc: Path, workdir: Path, env: dict) -> list[str]:
-    for name in ("train.py", "eval.py", "predict.py"):
+    for name in ("train.py", "eval.py", "predict.py", "export.py", "verify.py", "params.py"):
         if (ROOT / name).is_file():
             shutil.copy(ROOT / name, workdir / name)
     shutil.copytree(ROOT / "conf", workdir / "conf")
@@ -70,13 +73,19 @@ def _results(workdir: Path) -> dict:
     return json.loads(found[0].read_text())
 
 
-@pytest.mark.parametrize("doc, model, data", [
-    ("adding-a-model.md", "tiny_decoder", "synthetic"),
-    ("adding-a-dataset.md", "fcn8s", "folder"),
-])
+def test_every_page_with_examples_is_run():
+    """A page with `<!-- test: ... -->` blocks is in DOC_EXAMPLES (so test_doc_example_trains runs
+    it), and every page listed there exists and has such blocks."""
+    marked = {page_name(p) for p in PAGES if BLOCK.search(p.read_text())}
+    assert marked == set(DOC_EXAMPLES), (
+        f"pages with examples nobody runs: {sorted(marked - set(DOC_EXAMPLES))}; "
+        f"listed without examples: {sorted(set(DOC_EXAMPLES) - marked)}")
+
+
+@pytest.mark.parametrize("doc, model, data", [(d, *md) for d, md in DOC_EXAMPLES.items()])
 def test_doc_example_trains(doc, model, data, tmp_path, data_dir):
     # The model example uses the synthetic data: share the session's copy (FCNLAB_DATA_DIR).
-    ran = run_doc(ROOT / "docs" / doc, tmp_path, _env(FCNLAB_DATA_DIR=str(data_dir)))
+    ran = run_doc(ROOT / doc, tmp_path, _env(FCNLAB_DATA_DIR=str(data_dir)))
     assert any("train.py" in line for line in ran)
     record = _results(tmp_path)
     assert record["status"] == "finished" and record["iterations"] == 2

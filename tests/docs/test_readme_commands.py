@@ -1,9 +1,9 @@
-"""Every command of README.md is accepted as written : cheap checks, nothing trained.
+"""Every command of README.md and docs/*.md is accepted as written: cheap checks, nothing trained.
 
-The commands are parsed out of the README itself (``tests/readme_commands.py``: fenced blocks and
-inline code spans whose first word is ``python``, ``make``, ``pip`` ...), so a command added to
-the README gets checked, or fails ``test_every_command_is_checked_or_listed_as_skipped`` until
-someone decides how to check it.
+The commands are parsed out of the pages themselves (``tests/readme_commands.py``: fenced blocks
+and inline code spans whose first word is ``python``, ``make``, ``pip`` ...), so a command added
+to any page gets checked, or fails ``test_every_command_is_checked_or_listed_as_skipped`` until
+someone decides how to check it. Test ids name the page and line: ``docs/usage.md:42``.
 
 - ``python train.py|eval.py|predict.py <overrides>``: the group options exist (what ``train.py``
   checks before Hydra starts); the config composes with Hydra's compose API (an unknown key is an
@@ -14,18 +14,21 @@ someone decides how to check it.
   staged job's ``model.init_from`` must point at an earlier job of the same sweep.
 - ``python -m fcnlab.<tool> ...``: the tool's own argument parser accepts the arguments; the
   work itself is stubbed out (``fcnlab.models`` runs for real: it builds on the meta device, and
-  its output must equal the README's parameter table).
-- ``make <target>``: ``make -n`` (dry run) knows the target and its recipe runs what the README
+  its output must equal the parameter table of the page that has it).
+- ``make <target>``: ``make -n`` (dry run) knows the target and its recipe runs what the page
   says; ``pip install "fcnlab[x]"``: the extra exists.
+- A line of a worked example (a ``<!-- test: run -->`` block of ``docs/adding-*.md``) is run by
+  ``tests/docs/test_docs_examples.py``; here its page must be one that test runs.
 
 ``<placeholders>`` (``<run>``, ``<32s run>``, ``<sweep>``) and example locations (``/data/...``,
 ``/weights/...``) become paths under ``tmp_path``; file-like ones are created empty so that the
 "file exists" checks pass. Commands not checked are listed in ``SKIPPED``, with the reason.
 
-Also checked: the README's "Configuration" table names exactly the options under ``conf/``;
-every fully written ``key=value`` and dotted config key the prose mentions exists; every shell
-block of ``docs/*.md`` is one that ``tests/docs/test_docs_examples.py`` runs; and each check rejects
-a broken command of its kind (``BROKEN``). About 45 s on a busy 2-core CPU.
+Also checked, wherever the text lives now: the "Configuration" table names exactly the options
+under ``conf/``; every fully written ``key=value`` and dotted config key the prose mentions
+exists; every line of a shell block is a command these checks know; and each check rejects a
+broken command of its kind (``BROKEN``). About 60 s on a busy 2-core CPU. The pages' structure
+(front-page length, links) is checked in ``tests/docs/test_pages.py``.
 """
 
 from __future__ import annotations
@@ -44,19 +47,22 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-import fcnlab.config  # registers the resolvers the config uses; check_data patches it
+import fcnlab.config  # registers the resolvers the config uses
 from fcnlab.callbacks.budgets import check_budgets
 from fcnlab.config import check_group_choices, check_train_config, instantiate, to_plain
-from readme_commands import (COMMAND_WORDS, PLACEHOLDER, ROOT, Command, entry_point, extract,
-                             fenced_shell_lines)
+from readme_commands import (COMMAND_WORDS, DOC_EXAMPLES, PAGES, PLACEHOLDER, ROOT, Command,
+                             entry_point, extract, extract_all, fenced_shell_lines, page_name)
 
 README = ROOT / "README.md"
 CONF = ROOT / "conf"
-COMMANDS = extract(README)
+COMMANDS = extract_all(PAGES)
+# The pages whose prose is checked for config keys and overrides: all but docs/reference.md,
+# which quotes the papers' and the reference code's own names (`ignore_label=255`), not ours.
+PROSE_PAGES = [p for p in PAGES if p.name != "reference.md"]
 
-# README commands that are not run here, and why. The set of skipped commands must equal this
-# list exactly (test_every_command_is_checked_or_listed_as_skipped): a new README command forces
-# a decision, and a removed one forces this list to shrink.
+# Commands of the pages that are not run here, and why. The set of skipped commands must equal
+# this list exactly (test_every_command_is_checked_or_listed_as_skipped): a new command forces a
+# decision, and a removed one forces this list to shrink.
 SKIPPED = {
     ".venv/bin/python -m pytest -q":
         "the test suite itself: `make test` runs it, and CI (.ci/run) runs `make test`",
@@ -65,16 +71,28 @@ SKIPPED = {
         "fetches the peer network for the benchmark's peer comparison from PyPI (network); "
         "tests/bench/test_bench_peer.py tests --peer with a peer defined in the test",
     "wandb sync <run>/wandb/offline-run-*":
-        "wandb's own CLI on an offline run (would upload); tests/callbacks/test_wandb.py checks that "
-        "<run>/wandb/offline-run-* is written",
+        "wandb's own CLI on an offline run (would upload); tests/callbacks/test_wandb.py checks "
+        "that <run>/wandb/offline-run-* is written",
+    "python train.py model=tiny_decoder model.net.width=0.25":
+        "docs/adding-a-model.md: the example's own model, whose conf/model/tiny_decoder.yaml only "
+        "the page's worked example writes; tests/docs/test_docs_examples.py trains it",
+    "python eval.py ckpt_path=…":
+        "docs/adding-a-*.md: `…` is the checkpoint of the example's run; eval.py with a "
+        "written-out checkpoint path is checked from docs/usage.md",
+    "python predict.py ckpt_path=… input=…":
+        "docs/adding-a-model.md: `…` is the example's run and images; predict.py with "
+        "written-out paths is checked from docs/usage.md",
+    "python predict.py ckpt_path=… input=<folder>":
+        "docs/adding-a-dataset.md: `…` is the checkpoint of the example's run; predict.py with "
+        "written-out paths is checked from docs/usage.md",
 }
 
 
 # --------------------------------------------------------------------------- helpers
-# Example locations of the user's files in README commands (`paths.data_dir=/data`,
+# Example locations of the user's files in the pages' commands (`paths.data_dir=/data`,
 # `model.pretrained=/weights/vgg16.pth`): they are placeholders too.
-# `logs/...`: what an earlier README command wrote (e.g. the FCN table's classifier), which a
-# fresh clone does not have.
+# `logs/...`: what an earlier command of the pages wrote (e.g. the FCN table's classifier),
+# which a fresh clone does not have.
 EXAMPLE_ROOTS = ("/data", "/weights", "/path/to", "logs")
 
 
@@ -103,7 +121,7 @@ def _placeholders_to_paths(words: list[str], tmp: Path) -> list[str]:
     return out
 
 
-# conf/table/*-paper.yaml: ${paths.data_dir}/<these> (the README's real-data section names them)
+# conf/experiment/*_paper.yaml: ${paths.data_dir}/<these> (docs/data.md names them)
 PAPER_PRESET_FILES = ("weights/vgg16_classifier.pth", "seg11valid.txt")
 
 
@@ -238,15 +256,39 @@ def check_predict(cmd: Command, tmp: Path) -> None:
     assert Path(app["ckpt_path"]).is_file() and app["input"] and app["output"]
 
 
-def check_export(cmd: Command, tmp: Path) -> None:
-    from fcnlab.tasks.export import FORMATS, parse_args
+def _compose_plain(config_name: str, overrides: list[str]) -> DictConfig:
+    """Compose ``conf/<config_name>.yaml`` for an entry that has no ``paths`` node (export)."""
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            return compose(config_name=config_name, overrides=overrides)
+    finally:
+        GlobalHydra.instance().clear()
 
-    kwargs = parse_args(_script_args(cmd, tmp))
+
+def check_export(cmd: Command, tmp: Path) -> None:
+    """``python export.py ckpt_path=… [format=…]``: composed, and its arguments checked for real."""
+    from fcnlab.tasks.export import FORMATS, export_arguments
+
+    args = _script_args(cmd, tmp)
+    assert check_group_choices(CONF, args) is None
+    multirun, overrides = _hydra_cli(args)
+    assert not multirun
+    kwargs = export_arguments(_compose_plain("export", overrides))
     assert kwargs["format"] in FORMATS and Path(kwargs["ckpt_path"]).is_file()
 
 
-def _readme_parameter_table() -> dict[str, list[str]]:
-    text = README.read_text()
+def page_with(marker: str) -> tuple[Path, str]:
+    """The one page (README.md or docs/*.md) whose text holds ``marker``, and that text: a table
+    is checked wherever it moved to, and must not be kept in two copies."""
+    found = [(p, p.read_text()) for p in PAGES if marker in p.read_text()]
+    assert len(found) == 1, f"{marker!r}: expected on one page, found on " \
+        f"{[page_name(p) for p, _ in found] or 'none'}"
+    return found[0]
+
+
+def _parameter_table() -> dict[str, list[str]]:
+    _, text = page_with("| model | learnable (K=21)")
     head = text.index("| model | learnable (K=21)")
     rows = {}
     for line in text[head:].splitlines()[2:]:
@@ -257,26 +299,38 @@ def _readme_parameter_table() -> dict[str, list[str]]:
     return rows
 
 
-def check_models(cmd: Command, tmp: Path, capsys, monkeypatch) -> None:
-    from fcnlab.models.__main__ import main
+def check_params(cmd: Command, tmp: Path, capsys, monkeypatch) -> None:
+    """``python params.py [width=…] [classes=…]``: run for real (meta tensors, no memory), and
+    the printed table must be the one on the page."""
+    from fcnlab.tasks.params import parameter_table
 
+    args = _script_args(cmd, tmp)
+    assert check_group_choices(CONF, args) is None
+    multirun, overrides = _hydra_cli(args)
+    assert not multirun
     monkeypatch.chdir(ROOT)
     capsys.readouterr()
-    main(_script_args(cmd, tmp))
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            parameter_table(compose(config_name="params", overrides=overrides))
+    finally:
+        GlobalHydra.instance().clear()
     printed = {}
     for line in capsys.readouterr().out.splitlines():
         if line.startswith("| ") and not line.startswith("| model"):
             cells = [c.strip() for c in line.strip("|").split("|")]
             printed[cells[0]] = cells[1:]
-    assert printed == _readme_parameter_table(), "README's parameter table is stale"
+    page, _ = page_with("| model | learnable (K=21)")
+    assert printed == _parameter_table(), f"{page_name(page)}: the parameter table is stale"
 
 
-def check_data(cmd: Command, tmp: Path, monkeypatch) -> None:
-    """``python -m fcnlab.data verify ...``: parsed and composed for real; reading the files
-    (which are not here) is stubbed."""
+def check_verify(cmd: Command, tmp: Path, monkeypatch) -> None:
+    """``python verify.py data=… paths.data_dir=…``: composed for real and the task run; building
+    the DataModule and reading the files (which are not here) are stubbed."""
     from types import SimpleNamespace
 
-    import fcnlab.data.verify as verify
+    import fcnlab.tasks.verify as verify
 
     seen = {}
 
@@ -284,13 +338,16 @@ def check_data(cmd: Command, tmp: Path, monkeypatch) -> None:
         seen["datamodule"] = node
         return SimpleNamespace(class_names=["a", "b"])
 
-    monkeypatch.chdir(ROOT)
-    monkeypatch.setattr(fcnlab.config, "instantiate", fake_instantiate)
+    args = _script_args(cmd, tmp)
+    assert check_group_choices(CONF, args) is None
+    multirun, overrides = _hydra_cli(args)
+    assert not multirun
+    cfg = _compose("verify", overrides, tmp)
+    monkeypatch.setattr(verify, "instantiate", fake_instantiate)
     monkeypatch.setattr(verify, "verify_datamodule", lambda dm: [])
     monkeypatch.setattr(verify, "format_report", lambda reports, names: "")
-    assert verify.main(_script_args(cmd, tmp)) == 0
+    assert isinstance(verify.verify(cfg), dict)
     assert "_target_" in seen["datamodule"]
-    GlobalHydra.instance().clear()
 
 
 def check_report(cmd: Command, tmp: Path, monkeypatch) -> None:
@@ -307,7 +364,7 @@ def check_report(cmd: Command, tmp: Path, monkeypatch) -> None:
 
 
 def check_bench(cmd: Command, tmp: Path) -> None:
-    """The command, and every ``--flag value|value`` its README comment offers, parse."""
+    """The command, and every ``--flag value|value`` its comment on the page offers, parse."""
     from fcnlab.bench.__main__ import parse
 
     args = _script_args(cmd, tmp)
@@ -371,6 +428,15 @@ def check_venv_line(cmd: Command, tmp: Path) -> None:
     assert set(extras.split(",")) <= _extras()
 
 
+def check_example(cmd: Command, tmp: Path) -> None:
+    """A line of a ``<!-- test: run -->`` block: tests/docs/test_docs_examples.py runs its page's
+    blocks in order (this line may need files an earlier block writes), so its page must be one
+    that test runs."""
+    assert cmd.page in DOC_EXAMPLES, (
+        f"{cmd.where}: a worked-example block on a page test_docs_examples.py does not run "
+        f"(add it to DOC_EXAMPLES in tests/readme_commands.py)")
+
+
 def check_mention(cmd: Command, tmp: Path) -> None:
     """Inline ``python -m <module>`` in prose: the module is runnable."""
     module = cmd.argv[2]
@@ -383,14 +449,16 @@ def check_mention(cmd: Command, tmp: Path) -> None:
 def handler(cmd: Command):
     if cmd.line in SKIPPED:
         return None
+    if cmd.example:
+        return check_example
     if cmd.mention:
         return check_mention
     if "&&" in cmd.line and "venv" in cmd.line:
         return check_venv_line
     return {
         "train.py": check_train, "eval.py": check_eval, "predict.py": check_predict,
-        "-m fcnlab.tasks.export": check_export, "-m fcnlab.models": check_models,
-        "-m fcnlab.data": check_data, "-m fcnlab.report": check_report,
+        "export.py": check_export, "params.py": check_params, "verify.py": check_verify,
+        "-m fcnlab.report": check_report,
         "-m fcnlab.bench": check_bench, "make train": check_make, "make test": check_make,
         "make test-slow": check_make, "pip install": check_pip,
     }.get(entry_point(cmd), "unhandled")
@@ -413,33 +481,40 @@ def _skip_without_extras(cmd: Command) -> None:
 
 
 # --------------------------------------------------------------------------- tests
-def test_readme_has_the_commands_it_should():
-    """The parser finds the README's commands (a broken parser would check nothing)."""
+def test_the_pages_have_the_commands_they_should():
+    """The parser finds the commands (a broken parser would check nothing): the front page's
+    set-up and tables, a docs page's everyday commands, a worked example's lines."""
+    readme = {c.line for c in extract(README)}
+    assert {"make train", "make test",
+            "python -m fcnlab.report logs/tables/fcn_table-embedded"} <= readme
     lines = {c.line for c in COMMANDS}
-    assert {"make train", "make test", "python train.py --cfg job",
-            "python -m fcnlab.report logs/tables/fcn_table-embedded"} <= lines
-    assert len(COMMANDS) >= 30
+    assert "python train.py --cfg job" in lines
+    assert {c.page for c in COMMANDS if c.example} == set(DOC_EXAMPLES)
+    assert len(COMMANDS) >= 60
 
 
 def test_every_command_is_checked_or_listed_as_skipped():
     unhandled = [f"{c.where}: {c.line}" for c in COMMANDS if handler(c) == "unhandled"]
-    assert not unhandled, "README commands nobody checks (add a check or a SKIPPED entry):\n" + \
+    assert not unhandled, "commands nobody checks (add a check or a SKIPPED entry):\n" + \
         "\n".join(unhandled)
     skipped = {c.line for c in COMMANDS if handler(c) is None}
     assert skipped == set(SKIPPED), (
-        f"skipped but not in the README: {sorted(set(SKIPPED) - skipped)}; "
-        f"in the README, skipped, not listed: {sorted(skipped - set(SKIPPED))}")
+        f"skipped but on no page: {sorted(set(SKIPPED) - skipped)}; "
+        f"on a page, skipped, not listed: {sorted(skipped - set(SKIPPED))}")
 
 
-def test_readme_shell_blocks_hold_only_commands():
-    """Every line of a ```bash block is a command the extractor sees (no `cd`, `export X=`)."""
-    for lang, lineno, line in fenced_shell_lines(README):
+@pytest.mark.parametrize("doc", PAGES, ids=page_name)
+def test_shell_blocks_hold_only_commands(doc):
+    """Every line of a ```bash block is a command the extractor sees (no `cd`, `export X=`), so
+    every shell line of every page is checked. A worked example's `<!-- test: run -->` block is
+    run as written by tests/docs/test_docs_examples.py instead."""
+    for lang, lineno, line in fenced_shell_lines(doc, with_examples=False):
         assert line.split()[0] in COMMAND_WORDS, (
-            f"README.md:{lineno}: {line!r} is not a command this test knows")
+            f"{page_name(doc)}:{lineno}: {line!r} is not a command this test knows")
 
 
 @pytest.mark.parametrize("cmd", CHECKED, ids=[f"{c.where}:{c.line[:70]}" for c in CHECKED])
-def test_readme_command_is_accepted(cmd, tmp_path, capsys, monkeypatch):
+def test_command_is_accepted(cmd, tmp_path, capsys, monkeypatch):
     _skip_without_extras(cmd)
     _run_check(handler(cmd), cmd, tmp_path, capsys, monkeypatch)
 
@@ -447,9 +522,9 @@ def test_readme_command_is_accepted(cmd, tmp_path, capsys, monkeypatch):
 def _run_check(check, cmd: Command, tmp_path, capsys, monkeypatch) -> None:
     """Call a command's check with the fixtures it takes; Hydra is left clean either way."""
     try:
-        if check is check_models:
+        if check is check_params:
             check(cmd, tmp_path, capsys, monkeypatch)
-        elif check in (check_data, check_report):
+        elif check in (check_verify, check_report):
             check(cmd, tmp_path, monkeypatch)
         else:
             check(cmd, tmp_path)
@@ -457,21 +532,9 @@ def _run_check(check, cmd: Command, tmp_path, capsys, monkeypatch) -> None:
         GlobalHydra.instance().clear()
 
 
-# --------------------------------------------------------------------------- docs/*.md
-@pytest.mark.parametrize("doc", sorted((ROOT / "docs").glob("*.md")), ids=lambda p: p.name)
-def test_docs_shell_blocks_are_run_by_test_docs_examples(doc):
-    """docs/*.md: every ```bash block is a `<!-- test: run -->` block, which
-    tests/docs/test_docs_examples.py runs line by line."""
-    text = doc.read_text()
-    for m in re.finditer(r"^```(bash|sh|shell|console)\n", text, re.M):
-        before = text[:m.start()].rstrip().splitlines()[-1] if m.start() else ""
-        assert before.strip() == "<!-- test: run -->", (
-            f"{doc.name}:{text.count(chr(10), 0, m.start()) + 1}: a shell block no test runs")
-
-
-# --------------------------------------------------------------------------- README tables
+# --------------------------------------------------------------------------- tables and prose
 def _config_table() -> dict[str, set[str]]:
-    text = README.read_text()
+    _, text = page_with("| group | options |")
     head = text.index("| group | options |")
     rows = {}
     for line in text[head:].splitlines()[2:]:
@@ -484,13 +547,15 @@ def _config_table() -> dict[str, set[str]]:
 
 
 def test_configuration_table_lists_every_group_option():
-    """README's "Configuration" table names exactly the options under conf/<group>/."""
+    """The "Configuration" table (on whichever page holds it) names exactly the options under
+    conf/<group>/."""
     table, wrong = _config_table(), []
+    page = page_name(page_with("| group | options |")[0])
     assert len(table) >= 10, table
     for group, listed in table.items():
         on_disk = {p.stem for p in (CONF / group).glob("*.yaml")}
         if listed != on_disk:
-            wrong.append(f"{group}: missing from README {sorted(on_disk - listed)}, "
+            wrong.append(f"{group}: missing from {page} {sorted(on_disk - listed)}, "
                          f"not in conf/{group}/ {sorted(listed - on_disk)}")
     assert not wrong, "\n".join(wrong)
 
@@ -511,23 +576,31 @@ CONTEXTS = [("train", []),
             ("eval", ["ckpt_path=x"])]
 
 
+def _prose(doc: Path) -> str:
+    """A page's text without its fenced blocks (commands there are checked as commands)."""
+    return re.sub(r"```.*?```", "", doc.read_text(), flags=re.S)
+
+
 def _inline_overrides() -> list[str]:
-    text = re.sub(r"```.*?```", "", README.read_text(), flags=re.S)
-    spans = (" ".join(s.split()) for s in re.findall(r"`([^`]+)`", text))
-    return list(dict.fromkeys(s for s in spans if re.match(r"[+~]?[a-z_][\w.]*=(?!=)", s)))
+    """Every inline `key=value` span of the pages' prose; one in shell quotes
+    (`'fast.compile={mode: max-autotune}'`) is read as the shell passes it, unquoted."""
+    spans = (" ".join(s.split()) for doc in PROSE_PAGES
+             for s in re.findall(r"`([^`]+)`", _prose(doc)))
+    return list(dict.fromkeys(s for s in spans
+                              if re.match(r"'?[+~]?[a-z_][\w.]*=(?!=)", s)))
 
 
 def test_inline_overrides_compose(tmp_path):
-    """Every fully written `key=value` the README mentions in prose composes with train.py (any
+    """Every fully written `key=value` the pages mention in prose composes with train.py (any
     data set) or eval.py: no stale key or option. Shorthand ones are listed in SHORTHAND."""
     overrides = _inline_overrides()
     gone = sorted(set(SHORTHAND) - set(overrides))
-    assert not gone, f"no longer in the README (written out now?): drop from SHORTHAND: {gone}"
+    assert not gone, f"no longer on any page (written out now?): drop from SHORTHAND: {gone}"
     failed = []
     for span in overrides:
         if span in SHORTHAND:
             continue
-        words = _placeholders_to_paths(span.split(), tmp_path)
+        words = _placeholders_to_paths(Command(span, "", False).argv, tmp_path)  # shell words
         errors = []
         for config_name, extra in CONTEXTS:
             try:
@@ -543,7 +616,7 @@ def test_inline_overrides_compose(tmp_path):
     assert not failed, "\n".join(failed)
     # the FCN-32s-fixed recipe, with the pretraining run's file
     recipe = "python train.py model=fcn32s_fixed model.pretrained=<run>/vgg16_classifier.pt"
-    check_train(Command(recipe, "README.md", False), tmp_path)
+    check_train(Command(recipe, "docs/data.md", False), tmp_path)
 
 
 def _keys(node: dict, prefix: str = "") -> set[str]:
@@ -556,9 +629,9 @@ def _keys(node: dict, prefix: str = "") -> set[str]:
 
 
 def test_inline_config_keys_exist(tmp_path):
-    """Every dotted config key the README names in prose (`model.net.unpool`, `metrics.boundary`
+    """Every dotted config key the pages name in prose (`model.net.unpool`, `metrics.boundary`
     ...) exists in the config of some model or data set: no stale switch."""
-    text = re.sub(r"```.*?```", "", README.read_text(), flags=re.S)
+    text = "\n".join(_prose(doc) for doc in PROSE_PAGES)
     named = {s for s in re.findall(r"`([^`\s=]+)`", text)
              if re.fullmatch(r"(model|data|optim|trainer|loss|metrics|crf|callbacks|paths|"
                              r"logger|pretrain)(\.\w+)+", s)}
@@ -572,7 +645,7 @@ def test_inline_config_keys_exist(tmp_path):
                     OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])))
             finally:
                 GlobalHydra.instance().clear()
-    assert not named - known, f"README names keys no config has: {sorted(named - known)}"
+    assert not named - known, f"the pages name keys no config has: {sorted(named - known)}"
 
 
 # --------------------------------------------------------------------------- the checks check
@@ -583,12 +656,12 @@ BROKEN = [
     "python train.py budgets=[300] trainer.val_check_interval=200",  # budget off an evaluation
     "python train.py model=deconvnet",                              # 96x128 < 193x193
     "python train.py model=fcn16s model.init_from=nowhere/last.ckpt",
-    "python train.py -m experiment=fcn_table model=fcn16s,fcn32s",  # 16s before the 32s it needs
+    "python train.py -m experiment=fcn_table_embedded model=fcn16s,fcn32s",  # 16s before the 32s it needs
     "python eval.py split=test",                                    # ckpt_path ??? left
     "python predict.py ckpt_path=<run>/last.ckpt",                  # input ??? left
-    "python -m fcnlab.tasks.export ckpt_path=<run>/last.ckpt format=tflite",
+    "python export.py ckpt_path=<run>/last.ckpt format=tflite",
     "python -m fcnlab.report <sweep> --tables fcn",
-    "python -m fcnlab.data verify data=vocc",
+    "python verify.py data=vocc",
     "python -m fcnlab.bench --preset huge   # --preset tiny",
     "make tests",
     'pip install "fcnlab[gpu]"',

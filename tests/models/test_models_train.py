@@ -42,7 +42,7 @@ def test_deeplab_trains_on_subsampled_labels(tmp_path, data_dir):
 
 
 def test_bn_recompute_callback_runs_before_evaluation(tmp_path, data_dir):
-    _run(tmp_path, data_dir, ["model=segnet", "callbacks=bn_recompute",
+    _run(tmp_path, data_dir, ["model=segnet", "callbacks=[default,bn_recompute]",
                               "callbacks.bn_recompute.max_batches=2"])
     rows = (tmp_path / "run" / "csv" / "metrics.csv").read_text()
     assert "bn_recompute/images" in rows.splitlines()[0]

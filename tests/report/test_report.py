@@ -2,8 +2,11 @@
 
 The fake sweep is written by hand (no training): records shaped like a real ``debug=fast`` run's
 ``results.json``, with budgets [2, 4] and evaluations at 2, 4, 6, 8, plus a failed run and a job
-folder that never wrote its record. One real end-to-end test trains a 2-model ``-m`` sweep with
-``debug=fast`` in a subprocess and reports on it.
+folder that never wrote its record; prediction images are written by hand in the format of
+``fcnlab.callbacks.prediction_images``. One real sweep (2 models, ``debug=fast``, the
+prediction_images callback added) is trained once in a subprocess; the report on it must match the
+records and must build no network: the network, module and data module constructors are patched
+to raise, and a subprocess checks that torch is never imported.
 """
 
 from __future__ import annotations
@@ -14,13 +17,18 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from fcnlab.report.paper_tables import FCN_TABLE2, SEGNET_TABLE3, TABLES
 from fcnlab.report import build_report, main
 
 ROOT = Path(__file__).resolve().parents[2]
 CLASSES = ["background", "disk", "box"]
+PALETTE = [[0, 0, 0], [128, 0, 0], [0, 128, 0]] + [[224, 224, 192]] * 253  # 255: void
+ADD_CALLBACK = "++callbacks.prediction_images._target_=" \
+    "fcnlab.callbacks.prediction_images.PredictionImages"
 
 
 def _evaluation(iteration: int, pixel_acc: float, mean_acc: float, mean_iou: float,
@@ -224,10 +232,78 @@ def test_report_without_budgets_and_only_one_table(fake_sweep, tmp_path):
     assert "FCN, CVPR 2015" not in md
 
 
-def test_report_missing_checkpoint_is_noted(fake_sweep, tmp_path):
+def _label_png(labels: np.ndarray, path: Path) -> None:
+    im = Image.fromarray(labels.astype(np.uint8))
+    im.putpalette([v for rgb in PALETTE for v in rgb])
+    im.save(path)
+
+
+def _write_predictions(folder: Path, ids: list[str], iteration: int = 8,
+                       size: tuple[int, int] = (10, 14), seed: int = 0,
+                       skipped: tuple[int, ...] = ()) -> None:
+    """``<run>/predictions/`` as fcnlab.callbacks.prediction_images writes it."""
+    rng = np.random.default_rng(seed)
+    out = folder / "predictions"
+    out.mkdir()
+    images = []
+    for k, sample in enumerate(ids):
+        names = {kind: f"{k:02d}_{kind}.png" for kind in ("image", "truth", "prediction")}
+        Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(out / names["image"])
+        truth = rng.integers(0, 3, size)
+        truth[0] = 255  # a void row
+        _label_png(truth, out / names["truth"])
+        if k in skipped:
+            names["prediction"] = None
+        else:
+            _label_png(rng.integers(0, 3, size), out / names["prediction"])
+        images.append({"id": sample, "size": list(size), **names})
+    (out / "index.json").write_text(json.dumps({
+        "split": "val", "iteration": iteration, "model": folder.name, "classes": CLASSES,
+        "palette": PALETTE[:3], "void": {"value": 255, "color": PALETTE[255]},
+        "images": images}))
+
+
+def test_report_missing_prediction_images_are_noted(fake_sweep, tmp_path):
+    stale = tmp_path / "r" / "predictions.png"
+    stale.parent.mkdir()
+    stale.write_bytes(b"an earlier report's grid")
     result = build_report(fake_sweep, out=tmp_path / "r", num_images=2)
-    assert result["predictions"] is None
-    assert any("no checkpoint" in n for n in result["prediction_notes"])
+    assert result["predictions"] is None and not stale.exists()
+    notes = result["prediction_notes"]
+    assert "0_model=segnet: no prediction images; not shown" in notes
+    assert "no run wrote prediction images: predictions.png not written" in notes
+    assert "predictions.png not written." in result["markdown"]
+
+
+def test_report_tiles_the_images_the_runs_wrote(fake_sweep, tmp_path):
+    ids = [f"val_{i:05d}" for i in range(4)]
+    # The FCN table comes first, so fcn8s's images and ground truth head the grid.
+    _write_predictions(fake_sweep / "4_model=fcn8s", ids, iteration=6)
+    _write_predictions(fake_sweep / "0_model=segnet", ids, seed=1)
+    _write_predictions(fake_sweep / "1_model=deeplab_largefov", ids, seed=2, skipped=(1,))
+    _write_predictions(fake_sweep / "2_model=fcn_bilinear", ids[::-1], iteration=2)
+    out = tmp_path / "r"
+    assert main([str(fake_sweep), "--out", str(out), "--images", "2"]) == 0
+    md = (out / "table.md").read_text()
+    assert "`predictions.png`: up to the first 2 val images" in md
+    assert "1_model=deeplab_largefov: no prediction for val_00001 (its output is not the " \
+        "label's size)" in md
+    assert "2_model=fcn_bilinear: its val images (val_00003, val_00002) differ from " \
+        "4_model=fcn8s's (val_00000, val_00001); not shown" in md
+    assert "4_model=fcn8s: the images show iteration 6, its last val evaluation is at 8" in md
+    assert "0_model=segnet:" not in md.split("## Predictions")[1]  # shown, nothing to say
+    # Rows are the --images 2 images, columns image | truth | fcn8s | segnet | deeplab:
+    # figsize (2.4 * 5, 2.0 * 2 + 0.6) inches at 100 dpi.
+    with Image.open(out / "predictions.png") as im:
+        assert im.size == (1200, 460)
+    assert main([str(fake_sweep), "--out", str(out), "--no-predictions"]) == 0
+    assert "## Predictions" not in (out / "table.md").read_text()
+
+
+def test_report_rejects_a_bad_image_count(fake_sweep, capsys):
+    with pytest.raises(SystemExit):
+        main([str(fake_sweep), "--images", "0"])
+    assert "--images: expected an integer >= 1, got '0'" in capsys.readouterr().err
 
 
 def test_report_rejects_an_empty_folder(tmp_path, capsys):
@@ -235,13 +311,21 @@ def test_report_rejects_an_empty_folder(tmp_path, capsys):
     assert "no job folders" in capsys.readouterr().err
 
 
-def test_report_end_to_end_on_a_real_sweep(tmp_path):
-    """A real 2-model -m sweep (debug=fast), then the report: cells equal the records."""
+@pytest.fixture(scope="module")
+def real_sweep(tmp_path_factory, data_dir) -> Path:
+    """A real 2-model -m sweep (debug=fast) whose runs write their prediction images."""
+    logs = tmp_path_factory.mktemp("logs")
     subprocess.run(
-        [sys.executable, "train.py", "-m", "model=fcn32s,fcn8s", "debug=fast",
-         f"paths.log_dir={tmp_path / 'logs'}", f"paths.data_dir={tmp_path / 'data'}"],
-        cwd=ROOT, check=True, capture_output=True, timeout=120)
-    (sweep,) = (tmp_path / "logs" / "train" / "multiruns").iterdir()
+        [sys.executable, "train.py", "-m", "model=fcn32s,fcn8s", "debug=fast", ADD_CALLBACK,
+         f"paths.log_dir={logs}", f"paths.data_dir={data_dir}"],
+        cwd=ROOT, check=True, capture_output=True, timeout=300)
+    (sweep,) = (logs / "train" / "multiruns").iterdir()
+    return sweep
+
+
+def test_report_end_to_end_on_a_real_sweep(real_sweep):
+    """The report on a real sweep: cells equal the records, the grid shows every run."""
+    sweep = real_sweep
     done = subprocess.run([sys.executable, "-m", "fcnlab.report", str(sweep)], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
@@ -259,5 +343,81 @@ def test_report_end_to_end_on_a_real_sweep(tmp_path):
         (csv_row,) = [r for r in csv.DictReader((sweep / "report" / "table.csv").open())
                       if r["model"] == model]
         assert float(csv_row["mean_iou"]) == pytest.approx(100 * final["mean_iou"])
+        index = json.loads((results.parent / "predictions" / "index.json").read_text())
+        assert index["iteration"] == final["iteration"]  # the final weights' prediction
     assert (sweep / "report" / "predictions.png").stat().st_size > 0
+    assert "## Predictions" in md and "not shown" not in md
     assert (sweep / "report" / "plots" / "mean_iou.png").is_file()
+
+
+class NetworkBuilt(RuntimeError):
+    """The report built a network, a Lightning module or a data module."""
+
+
+def _builders() -> list[type]:
+    from fcnlab.data.camvid import CamVidDataModule
+    from fcnlab.data.datamodule import (FolderDataModule, SegmentationDataModule,
+                                        SyntheticDataModule)
+    from fcnlab.data.voc import VOCDataModule
+    from fcnlab.models import FCN, VGG16, DeconvNet, DeepLabLargeFOV, SegNet, VGG16Classifier
+    from fcnlab.module import SegmentationModule
+
+    return [FCN, SegNet, DeconvNet, DeepLabLargeFOV, VGG16, VGG16Classifier, SegmentationModule,
+            SegmentationDataModule, FolderDataModule, SyntheticDataModule, VOCDataModule,
+            CamVidDataModule]
+
+
+def _refuse_builders(monkeypatch) -> list[type]:
+    """Make every network, module and data module constructor raise NetworkBuilt."""
+    def refuse(self, *args, **kwargs):
+        raise NetworkBuilt(f"the report built a {type(self).__name__}")
+
+    builders = _builders()
+    for cls in builders:
+        monkeypatch.setattr(cls, "__init__", refuse)
+    return builders
+
+
+def test_report_builds_no_network(real_sweep, monkeypatch, tmp_path):
+    assert main([str(real_sweep), "--out", str(tmp_path / "plain")]) == 0
+    _refuse_builders(monkeypatch)
+    assert main([str(real_sweep), "--out", str(tmp_path / "guarded")]) == 0
+    assert (tmp_path / "guarded" / "predictions.png").stat().st_size > 0
+    for name in ("table.md", "table.csv"):
+        assert ((tmp_path / "guarded" / name).read_text()
+                == (tmp_path / "plain" / name).read_text())
+
+
+def test_the_guard_catches_a_report_that_builds_a_network(real_sweep, monkeypatch, tmp_path):
+    """The planted failure: the old report's first step, loading checkpoints.last, is refused."""
+    from fcnlab.module import SegmentationModule
+    from fcnlab.report import predictions
+
+    for cls in _refuse_builders(monkeypatch):
+        with pytest.raises(NetworkBuilt, match=cls.__name__):
+            cls()
+    read_index = predictions.read_index
+
+    def read_index_after_loading_the_checkpoint(run):
+        SegmentationModule.from_checkpoint(run.folder / "checkpoints" / "last.ckpt")
+        return read_index(run)
+
+    monkeypatch.setattr(predictions, "read_index", read_index_after_loading_the_checkpoint)
+    with pytest.raises(NetworkBuilt, match="SegmentationModule"):
+        build_report(real_sweep, out=tmp_path / "planted")
+
+
+def test_report_never_imports_torch(real_sweep, tmp_path):
+    code = ("import runpy, sys\n"
+            "sys.argv = ['fcnlab.report', sys.argv[1], '--out', sys.argv[2]]\n"
+            "try:\n"
+            "    runpy.run_module('fcnlab.report', run_name='__main__')\n"
+            "except SystemExit as e:\n"
+            "    assert not e.code, e.code\n"
+            "print('imported:', [m for m in ('torch', 'lightning', 'fcnlab.models', "
+            "'fcnlab.module', 'fcnlab.data') if m in sys.modules])\n")
+    done = subprocess.run([sys.executable, "-c", code, str(real_sweep), str(tmp_path / "r")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "imported: []" in done.stdout
+    assert (tmp_path / "r" / "predictions.png").is_file()

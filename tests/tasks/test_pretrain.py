@@ -158,3 +158,21 @@ def test_train_dispatches_and_fcn32s_fixed_loads_the_file(tmp_path, data_dir):
     record = train(cfg)
     GlobalHydra.instance().clear()
     assert "preprocess=torchvision" in record["pretrained"]["preprocess_warning"]
+
+
+def test_default_callbacks_skip_the_segmentation_checkpoints(tmp_path, data_dir, caplog):
+    # model=vgg16_classifier without the experiment keeps callbacks=default, whose checkpoints
+    # watch val/mean_iou (which a classifier does not log): the task drops them and says so.
+    import logging
+
+    cfg = compose_cfg("train", ["model=vgg16_classifier", *TINY[1:], "trainer.max_steps=2"],
+                      tmp_path, data_dir=data_dir)
+    assert "best" in cfg.callbacks
+    with caplog.at_level(logging.INFO, logger="fcnlab.tasks.trainer"):
+        record = pretrain(cfg)
+    GlobalHydra.instance().clear()
+    assert record["status"] == "finished" and record["iterations"] == 2
+    assert caplog.text.count("ModelCheckpoint from the callbacks config is not used") == 2
+    assert "the classifier is saved as vgg16_classifier.pt" in caplog.text
+    assert not list(tmp_path.rglob("*.ckpt"))
+    assert (tmp_path / "run" / "vgg16_classifier.pt").is_file()

@@ -7,7 +7,7 @@ running averages with momentum 0.1 lag behind the weights and are dominated by t
 hundred batches; recomputing makes evaluation independent of that history.
 
 :func:`recompute_bn_stats` does it for any ``nn.Module``; :class:`RecomputeBNStats` runs it before
-each validation of a Lightning fit (``callbacks=bn_recompute``).
+each validation of a Lightning fit (``callbacks=[default,bn_recompute]``).
 """
 
 from __future__ import annotations

@@ -180,7 +180,7 @@ def summarize_problems(problems: Sequence[str], what: str, limit: int = 5) -> st
     if len(problems) == 1:
         return problems[0]
     shown = "; ".join(problems[:limit]) + ("; ..." if len(problems) > limit else "")
-    return (f"{len(problems)} bad files in {what}: {shown} (`python -m fcnlab.data verify "
+    return (f"{len(problems)} bad files in {what}: {shown} (`python verify.py "
             "data=...` lists every one; data.datamodule.skip_bad_files=true drops them)")
 
 

@@ -1,25 +1,18 @@
-"""Check a data set before training: ``python -m fcnlab.data verify data=<name> [overrides]``.
+"""Check a data set before training: read every file of every split once, list every problem.
 
-Composes the real config (``conf/train.yaml`` under ``--conf``, default ``conf`` in the working
-directory, as ``python -m fcnlab.models`` does), builds the configured DataModule, reads every
-image and label of every split once and reports *every* bad file (not only the first), then a
-summary: images per split, pixels per class, the void share. Exit status 0 when all is well, 1 when
-any file or list is bad, 2 when the configuration itself is wrong.
+The pure checks behind ``python verify.py data=<name> …`` (the command line is
+:mod:`fcnlab.tasks.verify`): :func:`verify_datamodule` scans a built DataModule and
+:func:`format_report` turns the result into the printed report (images per split, pixels per
+class, the void share, then every problem).
 """
 
 from __future__ import annotations
 
-import argparse
-import os
-import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
 from fcnlab.errors import FcnlabError
-
-SPLIT_KEYS = ("train", "val", "test")
 
 
 @dataclass
@@ -92,64 +85,3 @@ def format_report(reports: list[SplitReport], class_names) -> str:
     else:
         lines.append("no problems found")
     return "\n".join(lines)
-
-
-def compose_config(conf_dir: Path, overrides: list[str]):
-    """The composed ``train`` config, with Hydra's runtime set so ``${hydra:...}`` resolves."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import open_dict
-
-    import fcnlab.config  # noqa: F401  (resolvers)
-
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=str(Path(conf_dir).resolve()), version_base="1.3"):
-            cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
-    finally:
-        GlobalHydra.instance().clear()
-    with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = os.getcwd()  # never used: verify writes nothing
-        cfg.hydra.runtime.cwd = cfg.hydra.runtime.cwd or os.getcwd()
-        cfg.hydra.job.id = "verify"
-        cfg.hydra.job.num = 0
-    HydraConfig.instance().set_config(cfg)
-    return cfg
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fcnlab.data",
-                                     description="Data set tools.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    verify = sub.add_parser("verify", help="read every file of every split; list all problems",
-                            description=__doc__.splitlines()[0])
-    verify.add_argument("--conf", type=Path, default=Path("conf"), help="the Hydra config folder")
-    verify.add_argument("overrides", nargs="*", help="e.g. data=voc paths.data_dir=/data")
-    args = parser.parse_args(argv)
-
-    from fcnlab.config import check_group_choices, instantiate
-
-    if not (args.conf / "train.yaml").is_file():
-        print(f"error: no train.yaml in --conf {args.conf}; run from the repository root or pass "
-              "--conf", file=sys.stderr)
-        return 2
-    message = check_group_choices(args.conf, args.overrides)
-    if message:
-        print(f"error: {message}", file=sys.stderr)
-        return 2
-    try:
-        cfg = compose_config(args.conf, args.overrides)
-        datamodule = instantiate(cfg.data.datamodule)
-        class_names = list(datamodule.class_names)
-    except FcnlabError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(f"data={cfg.data.name}: {type(datamodule).__name__}, {len(class_names)} classes")
-    reports = verify_datamodule(datamodule)
-    print(format_report(reports, class_names))
-    return 1 if any(r.problems for r in reports) else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

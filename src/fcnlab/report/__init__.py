@@ -8,12 +8,16 @@ searched up to three levels deep) and writes, by default into ``<sweep>/report/`
   the protocol differences that can be read from the records;
 - ``plots/<metric>.png``: each metric against iteration, one line per run;
 - ``predictions.png``: the first few validation images, their ground truth and every model's
-  prediction (from each run's ``checkpoints.last``).
+  prediction, tiled from the images each run wrote into ``<run>/predictions/`` at its last
+  evaluation (:mod:`fcnlab.callbacks.prediction_images`).
+
+The report reads records only: it never builds a network or a data module, nor imports torch.
 
 Nothing is silently left out: a job folder without ``results.json``, a failed or unfinished run,
-a model the sweep asked for but never started, a missing checkpoint or metric all appear as
-rows or numbered notes. Scores are fractions in the records and percent in the tables; the CSV
-keeps full precision, the Markdown rounds as the paper prints (FCN 1 decimal, SegNet 2).
+a model the sweep asked for but never started, missing prediction images or a missing metric
+all appear as rows or numbered notes. Scores are fractions in the records and percent in the
+tables; the CSV keeps full precision, the Markdown rounds as the paper prints (FCN 1 decimal,
+SegNet 2).
 
 Layout: ``runs`` (job folders and their records), ``formatting`` (cells, Markdown, notes),
 ``tables`` (what the table sections share), ``fcn_table`` and ``segnet_table`` (the papers'
@@ -26,7 +30,7 @@ from fcnlab.report.cli import main
 from fcnlab.report.fcn_table import fcn_section
 from fcnlab.report.formatting import DASH, Notes, fmt, fmt_iter, fmt_paper, md_table
 from fcnlab.report.plots import PLOT_METRICS, write_plots
-from fcnlab.report.predictions import write_predictions
+from fcnlab.report.predictions import read_index, write_predictions
 from fcnlab.report.protocol import protocol_items, protocol_section
 from fcnlab.report.runs import (
     MAX_DEPTH,
@@ -45,6 +49,6 @@ __all__ = [
     "CRF_ROW", "CSV_FIELDS", "CSV_METRICS", "DASH", "MAX_DEPTH", "PLOT_METRICS", "RESULTS_FILE",
     "Notes", "Run", "Section", "at_iteration", "best_by_mean_iou", "build_report",
     "choose_tables", "evaluations", "fcn_section", "find_runs", "fmt", "fmt_iter", "fmt_paper",
-    "main", "md_table", "other_section", "protocol_items", "protocol_section", "segnet_section",
-    "unstarted_jobs", "write_plots", "write_predictions",
+    "main", "md_table", "other_section", "protocol_items", "protocol_section", "read_index",
+    "segnet_section", "unstarted_jobs", "write_plots", "write_predictions",
 ]

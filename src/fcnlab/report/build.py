@@ -1,4 +1,9 @@
-"""Putting the report together: table.md, table.csv, plots/ and predictions.png."""
+"""Putting the report together: table.md, table.csv, plots/ and predictions.png.
+
+Everything is read from the sweep's files: each run's ``results.json`` and, for the picture grid,
+the images its ``prediction_images`` callback wrote into ``<run>/predictions/``. No network, data
+module or torch is imported.
+"""
 
 from __future__ import annotations
 
@@ -64,10 +69,13 @@ def build_report(sweep: Path, table: str = "auto", split: str = "val",
     pred_path = out / "predictions.png"
     if predictions:
         shown = list({id(r): r for s in sections for r in s.runs if r.record is not None}.values())
+        pred_path.unlink(missing_ok=True)  # a grid from an earlier report must not pass as new
         pred_notes = write_predictions(shown, pred_path, num_images)
         body.append("## Predictions\n\n" + (
-            f"`predictions.png`: the first {num_images} val images, ground truth and each "
-            "run's prediction (argmax of checkpoints.last on CPU, no CRF)."
+            f"`predictions.png`: up to the first {num_images} val images, ground truth and each "
+            "run's prediction, as the run wrote them into `<run>/predictions/` at its last "
+            "evaluation (argmax of those weights, no CRF; "
+            "`fcnlab.callbacks.prediction_images`)."
             if pred_path.is_file() else "predictions.png not written.")
             + "".join(f"\n- {n}" for n in pred_notes))
     markdown = "\n\n".join(head + body) + "\n"

@@ -9,11 +9,22 @@ from pathlib import Path
 from fcnlab.report.build import build_report
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m fcnlab.report",
         description="Build the papers' tables (Markdown + CSV), metric plots and a prediction "
-                    "grid from a sweep folder's results.json files.")
+                    "grid from a sweep folder's records: each run's results.json and the "
+                    "images it wrote into <run>/predictions/ (no network is rebuilt).")
     parser.add_argument("sweep", type=Path,
                         help="a sweep folder, e.g. logs/train/multiruns/<stamp>")
     parser.add_argument("--table", choices=("fcn", "segnet", "auto"), default="auto",
@@ -22,9 +33,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="output folder (<sweep>/report)")
     parser.add_argument("--split", choices=("val", "test"), default="val",
                         help="which evaluations to report (default val)")
-    parser.add_argument("--images", type=int, default=4, help="validation images in the grid")
-    parser.add_argument("--no-predictions", action="store_true",
-                        help="skip predictions.png (no checkpoint loading)")
+    parser.add_argument("--images", type=_positive, default=4,
+                        help="how many of the validation images each run wrote into "
+                             "<run>/predictions/ the grid shows (default 4)")
+    parser.add_argument("--no-predictions", action="store_true", help="skip predictions.png")
     args = parser.parse_args(argv)
     try:
         result = build_report(args.sweep, args.table, args.split, args.out,

@@ -1,124 +1,129 @@
-"""The prediction grid: the first validation images, their ground truth and each run's
-prediction from its last checkpoint."""
+"""The prediction grid: validation images, their ground truth and each run's prediction.
+
+Drawn from the files every training run writes into ``<run>/predictions/`` at each evaluation
+(:mod:`fcnlab.callbacks.prediction_images`: ``index.json``, and per image ``<k>_image.png``,
+``<k>_truth.png``, ``<k>_prediction.png``, the labels as class-index palette PNGs). Nothing here
+builds a network, a Lightning module or a data module, or imports torch: the report reads records.
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-import yaml
-
 from fcnlab.report.plots import pyplot
-from fcnlab.report.runs import Run, _get, final_evaluation
+from fcnlab.report.runs import Run, final_evaluation
+
+PREDICTIONS_DIR = "predictions"  # fcnlab.callbacks.prediction_images.PREDICTIONS_DIR (not
+INDEX_FILE = "index.json"        # imported: it pulls in torch and Lightning)
 
 
-def _checkpoint(run: Run) -> Path | None:
-    last = _get(run.record, "checkpoints.last")
-    candidates = []
-    if last:
-        candidates += [Path(last), run.folder / "checkpoints" / Path(last).name]
-    candidates.append(run.folder / "checkpoints" / "last.ckpt")
-    return next((p for p in candidates if p.is_file()), None)
-
-
-def _palette(root: Path | None):
-    import numpy as np
-
-    from fcnlab.data.synthetic import voc_palette
-
-    pal = np.array(voc_palette(256), dtype=np.uint8).reshape(256, 3)
+def read_index(run: Run) -> tuple[dict | None, str | None]:
+    """The run's ``predictions/index.json``, or None and why it cannot be used."""
+    path = run.folder / PREDICTIONS_DIR / INDEX_FILE
+    if not path.is_file():
+        return None, "no prediction images; not shown"
     try:
-        info = yaml.safe_load((root / "classes.yaml").read_text()) if root else None
-        for i, rgb in enumerate((info or {}).get("palette") or []):
-            pal[i] = rgb
-    except (OSError, yaml.YAMLError, ValueError, TypeError):
-        pass
-    return pal
+        index = json.loads(path.read_text())
+        images = index["images"]
+        if not isinstance(images, list) or not all(isinstance(e, dict) and "id" in e
+                                                   for e in images):
+            raise ValueError("'images' is not a list of {id, ...}")
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        return None, f"{path} unreadable ({e}); not shown"
+    return index, None
+
+
+def _rgb(path: Path):
+    """H × W × 3 uint8 of a PNG; a palette PNG through its own palette (the class colours)."""
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def _title(run: Run) -> str:
+    ev = final_evaluation(run, "val")
+    miou = f" mIoU {100 * ev['mean_iou']:.1f}" if ev and ev.get("mean_iou") is not None else ""
+    return f"{run.model}{miou}\n{run.name}"[:60]
 
 
 def write_predictions(runs: list[Run], out_png: Path, num_images: int = 4) -> list[str]:
-    """Image, ground truth and each run's prediction for the first ``num_images`` val images.
-
-    Returns the notes (runs skipped and why). Predictions are plain argmax on CPU (no CRF).
-    """
-    plt = pyplot()
-    import torch
-
-    from fcnlab.config import instantiate
-    from fcnlab.data.transforms import denormalize
-    from fcnlab.module import SegmentationModule
-
-    notes, columns = [], []  # columns: (title, [H x W x 3 uint8] per image)
-    reference = None  # (ids, images, masks, palette)
-    datamodules: dict[str, object] = {}
+    """Tile image | ground truth | each run's prediction for the first ``num_images`` images
+    the runs wrote; return the notes (runs left out and why)."""
+    notes: list[str] = []
+    reference = None  # (run, index, ids): the first run with images gives image and truth
+    columns = []  # (title, [path or None per image])
     for run in runs:
         if run.record is None or run.model is None:
             continue
-        ckpt = _checkpoint(run)
-        if ckpt is None:
-            notes.append(f"{run.name}: no checkpoint (checkpoints.last missing); not shown")
+        index, why = read_index(run)
+        if index is None:
+            notes.append(f"{run.name}: {why}")
             continue
-        try:
-            module, _ = SegmentationModule.from_checkpoint(ckpt)
-            data_cfg = module.hparams.data or {}
-            dm_cfg = data_cfg.get("datamodule")
-            key = json.dumps(dm_cfg, sort_keys=True)
-            if key not in datamodules:
-                datamodules[key] = instantiate(dm_cfg)
-            dm = datamodules[key]
-            batch = {"image": [], "mask": [], "id": []}
-            for b in dm.val_dataloader():
-                for k in batch:
-                    batch[k] += list(b[k])
-                if len(batch["id"]) >= num_images:
-                    break
-            ids = batch["id"][:num_images]
-            images = torch.stack(batch["image"][:num_images])
-            masks = torch.stack(batch["mask"][:num_images])
-            module.eval()
-            with torch.no_grad():
-                pred = module(images).argmax(1)
-            if pred.shape != masks.shape:
-                notes.append(f"{run.name}: prediction {tuple(pred.shape)} does not match the "
-                             f"labels {tuple(masks.shape)}; not shown")
+        entries = index["images"][:num_images]
+        ids = [str(e["id"]) for e in entries]
+        if reference is None:
+            if not entries:
+                notes.append(f"{run.name}: its index.json lists no images; not shown")
                 continue
-            palette = _palette(getattr(dm, "root", None))
-            if reference is None:
-                mode = dm_cfg.get("preprocess", "caffe")
-                reference = (ids, [denormalize(x, mode) for x in images],
-                             [palette[m.numpy().astype("int64") % 256] for m in masks], palette)
-            elif ids != reference[0]:
-                notes.append(f"{run.name}: its val images ({ids}) differ from the first run's; "
-                             "not shown")
-                continue
-            ev = final_evaluation(run, "val")
-            miou = (f" mIoU {100 * ev['mean_iou']:.1f}"
-                    if ev and ev.get("mean_iou") is not None else "")
-            columns.append((f"{run.model}{miou}\n{run.name}"[:60],
-                            [palette[p.numpy() % 256] for p in pred]))
-        except Exception as e:  # one broken checkpoint must not sink the report
-            notes.append(f"{run.name}: cannot predict ({type(e).__name__}: {e}); not shown")
+            reference = (run, entries, ids)
+        elif ids != reference[2]:
+            notes.append(f"{run.name}: its val images ({', '.join(ids)}) differ from "
+                         f"{reference[0].name}'s ({', '.join(reference[2])}); not shown")
+            continue
+        folder = run.folder / PREDICTIONS_DIR
+        cells = []
+        for e in entries:
+            path = folder / e["prediction"] if e.get("prediction") else None
+            if path is None or not path.is_file():
+                notes.append(f"{run.name}: no prediction for {e['id']} "
+                             + ("(its output is not the label's size)" if path is None
+                                else f"({path.name} missing)"))
+                path = None
+            cells.append(path)
+        ev = final_evaluation(run, "val")
+        if ev and index.get("iteration") != ev.get("iteration"):
+            notes.append(f"{run.name}: the images show iteration {index.get('iteration')}, its "
+                         f"last val evaluation is at {ev.get('iteration')}")
+        columns.append((_title(run), cells))
     if reference is None:
-        return notes + ["no run could predict: predictions.png not written"]
-    ids, images, gts, _ = reference
-    titles = ["image", "ground truth"] + [c[0] for c in columns]
-    n_rows, n_cols = len(ids), len(titles)
+        return notes + ["no run wrote prediction images: predictions.png not written"]
+    ref_run, entries, ids = reference
+    folder = ref_run.folder / PREDICTIONS_DIR
+    try:
+        images = [_rgb(folder / e["image"]) for e in entries]
+        truths = [_rgb(folder / e["truth"]) for e in entries]
+        preds = [[_rgb(p) if p else None for p in cells] for _, cells in columns]
+    except (OSError, KeyError, TypeError, ValueError) as e:
+        return notes + [f"{ref_run.name}: prediction images unreadable ({e}): predictions.png "
+                        "not written"]
+    _draw(out_png, ids, images, truths, [t for t, _ in columns], preds)
+    return notes
+
+
+def _draw(out_png: Path, ids: list[str], images: list, truths: list, titles: list[str],
+          preds: list[list]) -> None:
+    plt = pyplot()
+    n_rows, n_cols = len(ids), 2 + len(titles)
     fig, axes = plt.subplots(n_rows, n_cols, figsize=(2.4 * n_cols, 2.0 * n_rows + 0.6),
                              squeeze=False)
     for i in range(n_rows):
-        pics = [images[i], gts[i]] + [c[1][i] for c in columns]
-        for j, pic in enumerate(pics):
+        pics = [images[i], truths[i]] + [column[i] for column in preds]
+        for j, (title, pic) in enumerate(zip(["image", "ground truth"] + titles, pics)):
             ax = axes[i][j]
-            ax.imshow(pic, interpolation="nearest")
+            if pic is None:
+                ax.text(0.5, 0.5, "no prediction", ha="center", va="center", fontsize=7)
+            else:
+                ax.imshow(pic, interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
             if i == 0:
-                ax.set_title(titles[j], fontsize=7)
+                ax.set_title(title, fontsize=7)
             if j == 0:
-                ax.set_ylabel(str(ids[i]), fontsize=7)
+                ax.set_ylabel(ids[i], fontsize=7)
     fig.tight_layout()
     out_png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out_png, dpi=100)
     plt.close(fig)
-    return notes
-

@@ -7,14 +7,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
 from fcnlab.callbacks.records import RunRecord, parameter_counts
+from fcnlab.callbacks.wandb_media import finish_wandb
 from fcnlab.config import instantiate, to_plain
 from fcnlab.errors import ConfigError
 from fcnlab.module import SegmentationModule
-from fcnlab.tasks.trainer import crf_params, instantiate_all, print_summary, record_compile_time
+from fcnlab.tasks.trainer import build_trainer, crf_params, print_summary, record_compile_time
 
 
 def evaluate(cfg: DictConfig) -> dict:
@@ -54,15 +54,15 @@ def evaluate(cfg: DictConfig) -> dict:
         "config": to_plain(cfg),
     })
     record_compile_time(recorder, module)
-    trainer: L.Trainer = instantiate(
-        cfg.trainer, logger=instantiate_all(cfg.get("logger")) or False
-    )
+    trainer = build_trainer(cfg)
     run = trainer.validate if cfg.split == "val" else trainer.test
     try:
         run(module, datamodule=datamodule)
     except BaseException as e:
         recorder.save(status="failed", error=f"{type(e).__name__}: {e}")
         raise
+    finally:
+        finish_wandb(trainer)  # one wandb run per job, also in an eval multirun
     recorder.add_evaluation(cfg.split, iteration, module.last_scores.pop(cfg.split))
     recorder.save(status="finished")
     if trainer.global_rank == 0:

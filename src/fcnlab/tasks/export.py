@@ -1,6 +1,6 @@
-"""Export a trained network to ONNX with a dynamic input size:
-``python -m fcnlab.tasks.export ckpt_path=<run>/checkpoints/last.ckpt [format=onnx] [output=<file>.onnx]
-[opset=18] [verify=true]``.
+"""``export(cfg)``: a trained network to ONNX with a dynamic input size (``export.py``):
+``python export.py ckpt_path=<run>/checkpoints/last.ckpt [format=onnx] [output=<file>.onnx]
+[opset=18] [verify=true] [height=<px> width=<px>]`` (``conf/export.yaml`` has every key).
 
 The ONNX graph takes the *preprocessed* image (``N × 3 × H × W`` float32 in the checkpoint's
 ``preprocess`` convention, see :mod:`fcnlab.data.transforms`) and returns the logits
@@ -35,12 +35,12 @@ from __future__ import annotations
 
 import copy
 import json
-import sys
 import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
+from omegaconf import DictConfig
 from torch import nn
 
 from fcnlab.errors import ConfigError, FcnlabError
@@ -52,8 +52,6 @@ DEFAULT_OPSET = 18
 DEFAULT_ATOL = 1e-4
 MISSING_MESSAGE = 'ONNX export needs the optional extra: pip install "fcnlab[export]" ' \
                   "(onnx, onnxscript; onnxruntime to verify)"
-USAGE = ("usage: python -m fcnlab.tasks.export ckpt_path=<file.ckpt> [format=onnx] [output=<file.onnx>] "
-         f"[opset={DEFAULT_OPSET}] [verify=true] [height=<px>] [width=<px>]")
 
 
 def require_onnx():
@@ -236,50 +234,39 @@ def export_checkpoint(ckpt_path: str | Path, *, format: str = "onnx",
     return summary
 
 
-def parse_args(argv: list[str]) -> dict:
-    known = {"ckpt_path", "format", "output", "opset", "verify", "height", "width"}
-    args: dict = {}
-    for arg in argv:
-        key, sep, value = arg.partition("=")
-        if not sep or key not in known:
-            raise ConfigError(f"unexpected argument {arg!r}; {USAGE}")
-        args[key] = value
-    if not args.get("ckpt_path"):
-        raise ConfigError(f"ckpt_path: expected the path of a checkpoint; {USAGE}")
-    try:
-        opset = int(args.get("opset", DEFAULT_OPSET))
-    except ValueError:
-        raise ConfigError(f"opset: expected an int >= 11, got {args['opset']!r}") from None
-    verify = args.get("verify", "true").lower()
-    if verify not in ("true", "false"):
-        raise ConfigError(f"verify: expected true or false, got {args['verify']!r}")
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def export_arguments(cfg: DictConfig) -> dict:
+    """The keyword arguments of :func:`export_checkpoint` from ``conf/export.yaml``'s keys,
+    each checked (ConfigError naming the key, the value and what was expected)."""
+    if not cfg.get("ckpt_path"):
+        raise ConfigError("ckpt_path: expected the path of a checkpoint to export")
+    if cfg.format not in FORMATS:
+        raise ConfigError(f"format: expected one of {list(FORMATS)}, got {cfg.format!r}")
+    if not _is_int(cfg.opset) or cfg.opset < 11:
+        raise ConfigError(f"opset: expected an int >= 11, got {cfg.opset!r}")
+    if not isinstance(cfg.verify, bool):
+        raise ConfigError(f"verify: expected true or false, got {cfg.verify!r}")
     size = None
-    if "height" in args or "width" in args:
-        try:
-            size = (int(args["height"]), int(args["width"]))
-        except (KeyError, ValueError):
-            raise ConfigError("height, width: expected both, as ints (the example's "
-                              "size)") from None
-    return {"ckpt_path": args["ckpt_path"], "format": args.get("format", "onnx"),
-            "output": args.get("output") or None, "opset": opset, "verify": verify == "true",
-            "size": size}
+    if cfg.height is not None or cfg.width is not None:
+        if not (_is_int(cfg.height) and _is_int(cfg.width) and cfg.height > 0 and cfg.width > 0):
+            raise ConfigError(f"height, width: expected both, as positive ints (the example's "
+                              f"size), got height={cfg.height!r} width={cfg.width!r}")
+        size = (cfg.height, cfg.width)
+    return {"ckpt_path": str(cfg.ckpt_path), "format": cfg.format,
+            "output": str(cfg.output) if cfg.output else None, "opset": cfg.opset,
+            "verify": cfg.verify, "size": size}
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if any(a in ("-h", "--help") for a in argv):
-        print(__doc__.split("\n\n")[0] + "\n\n" + USAGE)
-        return 0
-    try:
-        kwargs = parse_args(argv)
-        summary = export_checkpoint(**kwargs)
-    except FcnlabError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+def export(cfg: DictConfig) -> dict:
+    """Export the checkpoint ``cfg.ckpt_path`` names; print and return the summary."""
+    summary = export_checkpoint(**export_arguments(cfg))
+    lo = summary["min_input_size"]
     print(f"wrote {summary['output']} (ONNX opset {summary['opset']}, model "
-          f"{summary['model']}, dynamic batch/height/width, min input "
-          f"{summary['min_input_size']}×{summary['min_input_size']}; input preprocessed with "
-          f"'{summary['preprocess']}'); onnx.checker: passed")
+          f"{summary['model']}, dynamic batch/height/width, min input {lo}×{lo}; input "
+          f"preprocessed with '{summary['preprocess']}'); onnx.checker: passed")
     comparison = summary["comparison"]
     if isinstance(comparison, list):
         for r in comparison:
@@ -287,8 +274,9 @@ def main(argv: list[str] | None = None) -> int:
                   f"{r['max_abs_diff']:.2e} (max |logit| {r['max_abs_logit']:.2f})")
     elif comparison:
         print(f"numerical comparison {comparison} (pip install onnxruntime, then re-run)")
-    return 0
+    return summary
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # the command line is the top-level export.py (a Hydra app)
+    raise SystemExit("error: export with `python export.py ckpt_path=<file.ckpt> [format=onnx]` "
+                     "(export.py is at the repository root, next to conf/)")

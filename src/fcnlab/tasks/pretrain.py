@@ -44,8 +44,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import lightning as L
-from lightning.pytorch.callbacks import ModelCheckpoint
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.nn import functional as F
@@ -57,7 +57,8 @@ from fcnlab.errors import ConfigError, DataError
 from fcnlab.models.vgg import VGG16_FC6_KERNEL, VGG16Classifier, check_width
 from fcnlab.models.weights import SIDECAR_SUFFIX, file_sha256
 from fcnlab.optim import param_groups
-from fcnlab.tasks.trainer import instantiate_all, progress_settings
+from fcnlab.callbacks.wandb_media import WandbPredictions
+from fcnlab.tasks.trainer import build_trainer, fit_and_validate, start_run
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +158,21 @@ class CropClassifierModule(L.LightningModule):
 
 
 # ----------------------------------------------------------------------------- the task
+class CropLoaders(L.LightningDataModule):
+    """The crop loaders as a datamodule, so the run skeleton (:func:`fit_and_validate`) is the
+    segmentation task's."""
+
+    def __init__(self, train: DataLoader, val: DataLoader):
+        super().__init__()
+        self._train, self._val = train, val
+
+    def train_dataloader(self) -> DataLoader:
+        return self._train
+
+    def val_dataloader(self) -> DataLoader:
+        return self._val
+
+
 def _finished(output_dir: Path, save_as: str) -> dict | None:
     """The record of a finished run in ``output_dir`` whose classifier file is intact, or None."""
     try:
@@ -233,8 +249,7 @@ def pretrain(cfg: DictConfig) -> dict:
         log.info("pretrain: %s already finished (sha256 %s): not trained again",
                  done["classifier"]["path"], done["classifier"]["sha256"])
         return done
-    L.seed_everything(cfg.seed, workers=True)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    start_run(cfg)
     if p["crop_size"] != FAITHFUL_CROP:
         log.warning("pretrain.crop_size=%d: pool5 is not 7x7, so the convolutionalized fc6 will "
                     "not compute what the classifier learnt (224 is the faithful size)",
@@ -265,9 +280,9 @@ def pretrain(cfg: DictConfig) -> dict:
     if len(sampler) < p["batch_size"]:
         raise DataError(f"only {len(sampler)} balanced training crops per pass, fewer than "
                         f"pretrain.batch_size={p['batch_size']}: lower it")
-    train_loader = DataLoader(train_set, batch_size=p["batch_size"], sampler=sampler,
-                              drop_last=True)
-    val_loader = DataLoader(val_set, batch_size=p["eval_batch_size"], shuffle=False)
+    loaders = CropLoaders(
+        DataLoader(train_set, batch_size=p["batch_size"], sampler=sampler, drop_last=True),
+        DataLoader(val_set, batch_size=p["eval_batch_size"], shuffle=False))
 
     module = CropClassifierModule(width=p["width"], num_classes=k,
                                   class_names=list(datamodule.class_names),
@@ -282,30 +297,16 @@ def pretrain(cfg: DictConfig) -> dict:
         "pretrain": {**p, "preprocess": mode, "crops": counts, "crops_s": round(crops_s, 3)},
         "config": to_plain(cfg),
     })
-    callbacks = []
-    for cb in instantiate_all(cfg.get("callbacks")):
-        # The segmentation checkpoints watch val/mean_iou, which a classifier does not log; the
-        # task saves its one product itself (below).
-        if isinstance(cb, ModelCheckpoint):
-            log.info("pretrain: %s from the callbacks config is not used (the classifier is "
-                     "saved as %s)", type(cb).__name__, p["save_as"])
-        else:
-            callbacks.append(cb)
-    progress, plain = progress_settings(cfg)
-    trainer: L.Trainer = instantiate(
-        cfg.trainer, callbacks=callbacks + plain + [recorder],
-        logger=instantiate_all(cfg.get("logger")) or False, enable_checkpointing=False,
-        **schedule, **progress,
+    # The segmentation callbacks do not fit a classifier: the checkpoints watch val/mean_iou,
+    # which it does not log, and the task saves its one product itself (below); the wandb masks
+    # need segmentation scores. They are skipped here rather than by the experiment's callbacks
+    # list, because `model=vgg16_classifier` alone, with the default callbacks, also lands here.
+    trainer = build_trainer(
+        cfg, callbacks=[recorder], enable_checkpointing=False, **schedule,
+        skip={ModelCheckpoint: f"pretrain: the classifier is saved as {p['save_as']}",
+              WandbPredictions: "pretrain: a classifier predicts no masks"},
     )
-    recorder.save()
-    try:
-        trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader)
-        last = recorder.last("val")
-        if last is None or last["iteration"] != trainer.global_step:
-            trainer.validate(module, dataloaders=val_loader)
-    except BaseException as e:
-        recorder.save(status="failed", error=f"{type(e).__name__}: {e}")
-        raise
+    fit_and_validate(trainer, module, loaders, recorder)
     path = output_dir / p["save_as"]
     state = {key: v.detach().cpu().contiguous() for key, v in module.net.state_dict().items()}
     torch.save(state, path)

@@ -10,23 +10,20 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import lightning as L
 import torch
-from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
 from fcnlab.callbacks.budgets import BudgetCheckpoints, check_budgets
-from fcnlab.callbacks.checkpoints import AtomicCheckpointIO, SaveOnSigterm, resolve_resume
+from fcnlab.callbacks.checkpoints import SaveOnSigterm, resolve_resume
 from fcnlab.callbacks.records import RESULTS_FILE, RunRecord, parameter_counts
-from fcnlab.callbacks.wandb_media import WandbPredictions, finish_wandb
 from fcnlab.config import check_train_config, instantiate, to_plain  # + resolvers
 from fcnlab.errors import ConfigError
 from fcnlab.models.checkpoint import load_init_weights
 from fcnlab.models.weights import load_pretrained_trunk
 from fcnlab.module import SegmentationModule
 from fcnlab.tasks.pretrain import pretrain
-from fcnlab.tasks.trainer import (crf_params, instantiate_all, print_summary, progress_settings,
-                                  record_compile_time, save_last_checkpoint)
+from fcnlab.tasks.trainer import (build_trainer, crf_params, fit_and_validate, print_summary,
+                                  record_compile_time, save_last_checkpoint, start_run)
 
 log = logging.getLogger(__name__)
 
@@ -64,9 +61,7 @@ def train(cfg: DictConfig) -> dict:
     if cfg.get("task") == "pretrain":
         return pretrain(cfg)
     check_train_config(cfg)
-    L.seed_everything(cfg.seed, workers=True)
-    output_dir = Path(cfg.paths.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    output_dir = start_run(cfg)
 
     datamodule = instantiate(cfg.data.datamodule)
     module = build_module(cfg, datamodule)
@@ -104,23 +99,14 @@ def train(cfg: DictConfig) -> dict:
                               mmap=True)["global_step"])
         recorder.continue_from(Path(resume_from).parent.parent / RESULTS_FILE, step, resume_from)
     budget_ckpts = BudgetCheckpoints(budgets, ckpt_dir)
-    loggers = instantiate_all(cfg.get("logger"))
-    uses_wandb = any(type(lg).__name__ == "WandbLogger" for lg in loggers)
-    extras = [WandbPredictions()] if uses_wandb else []
-    progress, plain = progress_settings(cfg)
-    extras += plain
-    callbacks = (instantiate_all(cfg.get("callbacks")) + extras
-                 + [budget_ckpts, SaveOnSigterm(ckpt_dir), recorder])
-    trainer: L.Trainer = instantiate(
-        cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()],
-        **progress,
-    )
-    recorder.save()
-    try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
-        last = recorder.last("val")
-        if last is None or last["iteration"] != trainer.global_step:
-            trainer.validate(module, datamodule=datamodule)  # always score the final weights
+    trainer = build_trainer(cfg, callbacks=[budget_ckpts, SaveOnSigterm(ckpt_dir), recorder])
+    if cfg.get("resume") and not any(c.dirpath and Path(c.dirpath) == ckpt_dir
+                                     for c in trainer.checkpoint_callbacks):
+        log.warning("resume=%s, but no configured checkpoint callback writes into %s (the "
+                    "`latest` callback does): a later resume finds only budget-*.ckpt and "
+                    "interrupted.ckpt there", cfg.resume, ckpt_dir)
+
+    def after_fit() -> None:
         if cfg.get("crf") and cfg.crf.get("at_end") and module.crf is None:
             # The DeepLab-LargeFOV-denseCRF row: the final weights once more, with the CRF.
             module.set_crf(crf_params(cfg, force=True))
@@ -128,16 +114,9 @@ def train(cfg: DictConfig) -> dict:
             module.set_crf(None)
         if cfg.get("test"):
             trainer.test(module, datamodule=datamodule)
-    except SIGTERMException:
-        recorder.save(status="interrupted", iterations=trainer.global_step,
-                      error="SIGTERM: state saved in checkpoints/interrupted.ckpt; "
-                            "re-run the same command with resume=auto to continue")
-        raise
-    except BaseException as e:
-        recorder.save(status="failed", error=f"{type(e).__name__}: {e}")
-        raise
-    finally:
-        finish_wandb(trainer)
+
+    fit_and_validate(trainer, module, datamodule, recorder, ckpt_path=resume_from,
+                     then=after_fit)
     recorder.save(status="finished", iterations=trainer.global_step,
                   checkpoints={**save_last_checkpoint(trainer),
                                "budgets": {str(k): v for k, v in budget_ckpts.saved.items()}})

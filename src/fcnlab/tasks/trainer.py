@@ -1,19 +1,27 @@
-"""What every task shares: the trainer with its callbacks, loggers and plugins, progress output,
-the CRF switch, and the summary a finished run prints."""
+"""What every task shares: the trainer with its callbacks, loggers and plugins, the run skeleton
+(seed, run folder, fit, final validation, the record's end state), the CRF switch, and the
+summary a finished run prints."""
 
 from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import lightning as L
+from lightning.pytorch.callbacks import ProgressBar
+from lightning.pytorch.plugins.io import CheckpointIO
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
-from fcnlab.callbacks.progress import PlainProgress, is_interactive
+from fcnlab.callbacks.checkpoints import AtomicCheckpointIO, SaveOnSigterm
+from fcnlab.callbacks.progress import is_interactive
 from fcnlab.callbacks.records import RunRecord
+from fcnlab.callbacks.wandb_media import finish_wandb
 from fcnlab.config import instantiate, to_plain
+from fcnlab.errors import ConfigError
 from fcnlab.metrics import format_scores_table
 
 if TYPE_CHECKING:
@@ -24,23 +32,144 @@ log = logging.getLogger(__name__)
 warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.", category=FutureWarning)
 
 
-def instantiate_all(group: DictConfig | None) -> list:
-    """Instantiate every entry of a dict-shaped group (callbacks, loggers); ``None`` entries skip."""
+# ----------------------------------------------------------------------------- the trainer
+def instantiate_all(group: DictConfig | None, name: str = "callbacks") -> list:
+    """Instantiate every entry of a dict-shaped group (``callbacks``, ``logger``).
+
+    ``null`` entries (``callbacks.best=null``) are skipped, and so are entries left without a
+    ``_target_`` (a preset setting ``callbacks.bn_recompute.max_batches`` after the callback was
+    dropped), with a warning; anything else is a ConfigError naming the key.
+    """
     if not group:
         return []
-    return [instantiate(c) for c in group.values() if c is not None and "_target_" in c]
+    out = []
+    for key, node in group.items():
+        if node is None:
+            continue
+        if not isinstance(node, DictConfig):
+            raise ConfigError(f"{name}.{key}: expected a config with a _target_, got {node!r}")
+        if "_target_" not in node:
+            log.warning("%s.%s has no _target_ (only %s): not used", name, key, sorted(node))
+            continue
+        out.append(instantiate(node))
+    return out
 
 
+def _plugins(configured) -> list:
+    """The trainer's configured plugins plus :class:`AtomicCheckpointIO`, never instead of them.
+
+    ``+trainer.plugins=[{_target_: lightning.pytorch.plugins.environments.SLURMEnvironment}]``
+    (a cluster environment with requeue on SIGUSR1) reaches the trainer beside the atomic writes.
+    ``configured`` is the plain value of ``trainer.plugins``: a list, one plugin, or None. A
+    CheckpointIO of the user's own replaces ours (Lightning takes one), with a warning.
+    """
+    if configured is None:
+        configured = []
+    elif not isinstance(configured, list):  # one plugin, not in a list
+        configured = [configured]
+    # A dict is a plugin's config; anything else (a name such as "bf16-mixed") goes to Lightning.
+    plugins = [instantiate(p) if isinstance(p, dict) else p for p in configured]
+    if any(isinstance(p, CheckpointIO) for p in plugins):
+        log.warning("trainer.plugins has its own CheckpointIO: checkpoint writes are not atomic "
+                    "(fcnlab.callbacks.checkpoints.AtomicCheckpointIO is not added)")
+        return plugins
+    return [*plugins, AtomicCheckpointIO()]
+
+
+def build_trainer(cfg: DictConfig, *, callbacks: Iterable[L.Callback] = (),
+                  skip: Mapping[type, str] | None = None, **overrides) -> L.Trainer:
+    """``cfg.trainer`` with the loggers of ``cfg.logger``, the callbacks of ``cfg.callbacks`` and
+    then the task's own ``callbacks``, and the configured plugins plus atomic checkpoint writes.
+
+    ``skip`` maps callback types the task cannot use to the reason, logged for each one dropped
+    from the config. ``overrides`` are further Trainer arguments (the task's own schedule).
+
+    What is listed in conf/callbacks/ and what a task wires itself, and why:
+
+    - conf/callbacks/ (a user may set or drop each): the checkpoints ``latest`` and ``best``,
+      ``lr_monitor``, ``plain_progress``, ``wandb_predictions``, ``prediction_images``,
+      ``bn_recompute``, ``early_stopping``, ``rich_progress``.
+    - the task's own, passed in ``callbacks``: :class:`~fcnlab.callbacks.records.RunRecord`
+      (runs are records: the task saves its status and returns the record, so it needs the
+      object, and a run without results.json is not one), ``BudgetCheckpoints`` (its paths go
+      into results.json, its budgets are checked against the trainer's schedule, and with
+      ``budgets: []`` it does nothing), ``SaveOnSigterm`` (resume=auto depends on it, it must
+      write into the folder resume=auto searches, and the interrupted record names its file).
+    - here, not a callback: :class:`AtomicCheckpointIO`, so no checkpoint (from any callback) is
+      ever half written; and the switch that turns Lightning's bar off when the output is not a
+      terminal, which depends on where this process writes, not on the config.
+
+    The task's callbacks come after the configured ones: RunRecord takes the scores of an
+    evaluation out of the module, and callbacks that show them (wandb_predictions) run first.
+    """
+    skip = skip or {}
+    chosen = []
+    for cb in instantiate_all(cfg.get("callbacks")):
+        why = next((why for kind, why in skip.items() if isinstance(cb, kind)), None)
+        if why is None:
+            chosen.append(cb)
+        else:
+            log.info("%s from the callbacks config is not used (%s)", type(cb).__name__, why)
+    chosen += list(callbacks)
+    trainer_cfg = to_plain(cfg.trainer)
+    plugins = _plugins(trainer_cfg.pop("plugins", None))
+    progress = {}
+    # Off a terminal a bar is a stream of carriage returns; PlainProgress (conf/callbacks/
+    # plain_progress.yaml) prints lines instead. A bar the config asks for is kept.
+    if (trainer_cfg.get("enable_progress_bar") is None and not is_interactive()
+            and not any(isinstance(c, ProgressBar) for c in chosen)):
+        progress["enable_progress_bar"] = False
+    return instantiate(
+        trainer_cfg, callbacks=chosen, logger=instantiate_all(cfg.get("logger"), "logger") or False,
+        plugins=plugins, **{**progress, **overrides},
+    )
+
+
+# ----------------------------------------------------------------------------- the run
+def start_run(cfg: DictConfig) -> Path:
+    """Seed every RNG (``cfg.seed``) and create the run folder; return it."""
+    L.seed_everything(cfg.seed, workers=True)
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    return output_dir
+
+
+def fit_and_validate(trainer: L.Trainer, module: L.LightningModule, datamodule,
+                     recorder: RunRecord, *, ckpt_path: str | None = None,
+                     then: Callable[[], None] | None = None) -> None:
+    """Fit, then score the final weights unless the last evaluation already did; then ``then``.
+
+    The record is saved before training starts, and says ``interrupted`` (SIGTERM; re-raised,
+    which Lightning turns into a clean exit) or ``failed`` (any other exception, re-raised) when
+    the run ends early. Its ``finished`` state is the task's to write, with what it produced.
+    """
+    recorder.save()
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        last = recorder.last("val")
+        if last is None or last["iteration"] != trainer.global_step:
+            trainer.validate(module, datamodule=datamodule)  # always score the final weights
+        if then is not None:
+            then()
+    except SIGTERMException:
+        saver = next((c for c in trainer.callbacks if isinstance(c, SaveOnSigterm)), None)
+        if saver is not None and saver.saved:
+            saved = "/".join(Path(saver.saved).parts[-2:])  # checkpoints/interrupted.ckpt
+            error = (f"SIGTERM: state saved in {saved}; re-run the same command with "
+                     f"resume=auto to continue")
+        else:
+            error = f"SIGTERM at iteration {trainer.global_step}: no state saved"
+        recorder.save(status="interrupted", iterations=trainer.global_step, error=error)
+        raise
+    except BaseException as e:
+        recorder.save(status="failed", error=f"{type(e).__name__}: {e}")
+        raise
+    finally:
+        finish_wandb(trainer)
+
+
+# ----------------------------------------------------------------------------- shared pieces
 CRF_SWITCHES = ("enabled", "at_end")
-
-
-def progress_settings(cfg: DictConfig) -> tuple[dict, list]:
-    """Trainer keyword arguments and callbacks for progress: Rich's bar on a terminal, plain
-    periodic lines when the output is a log file (clusters, CI)."""
-    if is_interactive():
-        return {}, []
-    return ({"enable_progress_bar": False},
-            [PlainProgress(every=cfg.trainer.get("log_every_n_steps") or 50)])
 
 
 def crf_params(cfg: DictConfig, force: bool = False) -> dict | None:
