@@ -47,7 +47,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-import fcnlab.config  # registers the resolvers the config uses
+import fcnlab.config  # noqa: F401  (registers the resolvers the config uses)
 from fcnlab.callbacks.budgets import check_budgets
 from fcnlab.config import check_group_choices, check_train_config, instantiate, to_plain
 from readme_commands import (COMMAND_WORDS, DOC_EXAMPLES, PAGES, PLACEHOLDER, ROOT, Command,
