@@ -8,9 +8,10 @@ PYTHON ?= python3
 VENV   ?= .venv
 TORCH  ?= torch==2.13.0
 # crf compiles pydensecrf2 (needs a C++ compiler, ~1 min); loggers = wandb + tensorboard;
-# launchers = Hydra's joblib / submitit launchers and Optuna sweeper; export = onnx + onnxruntime. `make test EXTRAS=test`
-# installs none of them and the tests that need them are skipped.
-EXTRAS ?= test,crf,loggers,launchers,export
+# launchers = Hydra's joblib and submitit (SLURM) launchers; optuna = Hydra's Optuna sweeper
+# (optuna 2.x, SQLAlchemy, alembic); export = onnx + onnxscript + onnxruntime.
+# `make test EXTRAS=test` installs none of them: the tests that need one are skipped, naming it.
+EXTRAS ?= test,crf,loggers,launchers,optuna,export
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 

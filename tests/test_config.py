@@ -18,6 +18,8 @@ from omegaconf import OmegaConf
 
 from conftest import CONF_DIR, ROOT, NetworkAccessError, compose_cfg
 from fcnlab.data import SyntheticDataModule
+from optional_extras import (HYDRA_PLUGINS, extra_of, hydra_plugins_of, installed,
+                             skip_unless_installed)
 
 GROUPS = ("model", "optim", "trainer", "callbacks", "logger", "scale", "experiment", "debug",
           "data", "crf", "launcher", "hparams_search")
@@ -60,6 +62,9 @@ def test_group_options_found():
 
 @pytest.mark.parametrize("group,option", GROUP_OPTIONS, ids=[f"{g}={o}" for g, o in GROUP_OPTIONS])
 def test_every_group_option_composes_and_resolves(group, option, tmp_path):
+    # launcher=joblib / slurm, hparams_search=optuna_lr select a Hydra plugin from an extra:
+    # without it (`make test EXTRAS=test`) they cannot compose, so they are skipped, saying which.
+    skip_unless_installed(group, option)
     # debug=fast shrinks the synthetic data; the real data sets compose without it.
     real_data = group == "data" and option != "synthetic"
     extra = ["data.num_classes=3"] if (group, option) == ("data", "folder") else []
@@ -72,6 +77,36 @@ def test_every_group_option_composes_and_resolves(group, option, tmp_path):
     assert plain["trainer"]["max_steps"] > 0
     # every data set is read from (or generated into) paths.data_dir
     assert str(tmp_path / "data") in json.dumps(plain["data"]["datamodule"])
+
+
+def test_every_hydra_plugin_is_known_and_declared():
+    """Every Hydra plugin a config option selects is known to tests/optional_extras.py (so its
+    tests skip without it) and installed by an extra of pyproject.toml (so `make` installs it)."""
+    selected = {(g, o): hydra_plugins_of(g, o) for g, o in GROUP_OPTIONS}
+    assert selected[("launcher", "joblib")] == [("launcher", "joblib")]  # the reader finds them
+    assert selected[("hparams_search", "optuna_lr")] == [("sweeper", "optuna")]
+    for (group, option), plugins in selected.items():
+        for key in plugins:
+            assert key in HYDRA_PLUGINS, f"{group}={option}: plugin {key} not in HYDRA_PLUGINS"
+            assert extra_of(HYDRA_PLUGINS[key][1]), f"{HYDRA_PLUGINS[key][1]}: in no extra"
+    # the Optuna sweeper (optuna 2.x, SQLAlchemy, alembic) is not pulled by the launchers
+    assert extra_of("hydra-optuna-sweeper") == "optuna"
+    assert extra_of("hydra-submitit-launcher") == extra_of("hydra-joblib-launcher") == "launchers"
+
+
+def test_an_option_whose_plugin_is_absent_is_skipped(monkeypatch):
+    """The skip names the extra (and does not fire when the plugin is there)."""
+    import optional_extras
+
+    monkeypatch.setattr(optional_extras, "installed", lambda module: False)
+    with pytest.raises(pytest.skip.Exception, match=r'fcnlab\[optuna\]'):
+        skip_unless_installed("hparams_search", "optuna_lr")
+    with pytest.raises(pytest.skip.Exception, match=r'fcnlab\[launchers\]'):
+        optional_extras.skip_unless_overrides_installed(["-m", "launcher=slurm,joblib"])
+    skip_unless_installed("model", "fcn8s")  # no plugin: no skip
+    monkeypatch.setattr(optional_extras, "installed", lambda module: True)
+    skip_unless_installed("hparams_search", "optuna_lr")
+    assert not installed("hydra_plugins.no_such_plugin")
 
 
 def test_eval_config_composes_and_resolves(tmp_path):

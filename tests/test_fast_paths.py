@@ -272,15 +272,16 @@ def test_train_with_channels_last_and_bf16(tmp_path, data_dir, monkeypatch):
     """The switches reach the module: a short run with both, then evaluation of its checkpoint
     with evaluation's own switches (channels-last, compile with the eager backend)."""
     seen = set()
-    loss = SegmentationModule.loss
+    # _loss_terms: where the logits meet the loss, in training (loss) and evaluation (_eval_loss)
+    loss_terms = SegmentationModule._loss_terms
 
     def spy(self, logits, target):
         conv = next(m for m in self.net.modules() if isinstance(m, nn.Conv2d))
         seen.add((logits.dtype, conv.weight.is_contiguous(memory_format=torch.channels_last)
                   and self.channels_last, torch.is_autocast_enabled("cpu")))
-        return loss(self, logits, target)
+        return loss_terms(self, logits, target)
 
-    monkeypatch.setattr(SegmentationModule, "loss", spy)
+    monkeypatch.setattr(SegmentationModule, "_loss_terms", spy)
     cfg = compose_cfg("train", ["trainer.max_steps=2", "trainer.val_check_interval=2",
                                 "fast.channels_last=true", "trainer.precision=bf16-mixed"],
                       tmp_path, data_dir=data_dir)

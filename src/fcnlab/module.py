@@ -15,6 +15,7 @@ from pathlib import Path
 import lightning as L
 import torch
 import torch.nn.functional as F
+from torchmetrics import Metric
 
 from fcnlab.callbacks.checkpoints import rng_state, set_rng_state
 from fcnlab.config import instantiate
@@ -32,6 +33,29 @@ log = logging.getLogger(__name__)
 
 class NonFiniteLossError(FcnlabError, FloatingPointError):
     """The training loss became NaN or infinite."""
+
+
+class SplitLoss(Metric):
+    """``total / norm`` of sums over a whole split, both summed across processes on ``compute``.
+
+    (torchmetrics' ``MeanMetric(nan_strategy="disable")`` would do, but in torchmetrics 1.9 that
+    strategy replaces the weights by ones: ``BaseAggregator._cast_and_nan_check_input``.)
+    A NaN loss stays NaN, it is not dropped.
+    """
+
+    full_state_update = False
+
+    def __init__(self):
+        super().__init__()
+        self.add_state("total", torch.tensor(0.0), dist_reduce_fx="sum")
+        self.add_state("norm", torch.tensor(0.0), dist_reduce_fx="sum")
+
+    def update(self, total: torch.Tensor, norm: torch.Tensor) -> None:
+        self.total += total.detach().float()
+        self.norm += norm.detach().float()
+
+    def compute(self) -> torch.Tensor:
+        return self.total / self.norm
 
 
 class SegmentationModule(L.LightningModule):
@@ -98,6 +122,11 @@ class SegmentationModule(L.LightningModule):
                                              **metric_kwargs)
         self.test_scores = SegmentationScores(num_classes, ignore_index=self.ignore_index,
                                               **metric_kwargs)
+        # The epoch's loss over the whole split, as the loss is defined (see _eval_loss), its two
+        # sums kept as torchmetrics states so they are summed across processes like the
+        # confusion matrix. Not in state_dict: checkpoints keep their keys.
+        self.val_loss = SplitLoss()
+        self.test_loss = SplitLoss()
         self.val_bf = self.test_bf = None
         if boundary is not None:
             self.val_bf = BoundaryF1(num_classes, ignore_index=self.ignore_index, **boundary)
@@ -191,18 +220,41 @@ class SegmentationModule(L.LightningModule):
                 f"and not the void label {self.ignore_index}"
             )
 
-    def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def _loss_terms(self, logits: torch.Tensor,
+                    target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(total, norm)``: the loss summed over the batch's pixels, and what ``mean`` divides it
+        by (the number of non-void pixels; with class weights, their summed weights, as PyTorch's
+        weighted mean)."""
         w = self.class_weights
         logits = logits.float()  # bf16/fp16 logits under autocast: the loss is summed in fp32
         total = F.cross_entropy(logits, target, weight=w, ignore_index=self.ignore_index,
                                 reduction="sum")
+        valid = target != self.ignore_index
+        norm = valid.sum().to(total.dtype) if w is None else w[target[valid]].sum()
+        return total, norm
+
+    def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        total, norm = self._loss_terms(logits, target)
         if self.reduction == "sum":
             return total
-        # Mean over non-void pixels (with class weights: divided by the pixels' summed weights,
-        # as PyTorch's weighted mean); an all-void batch contributes 0, not 0/0 = NaN.
-        valid = target != self.ignore_index
-        norm = valid.sum() if w is None else w[target[valid]].sum()
-        return total / norm.clamp_min(1e-12) if w is not None else total / norm.clamp_min(1)
+        # An all-void batch contributes 0, not 0/0 = NaN.
+        return total / norm.clamp_min(1e-12 if self.class_weights is not None else 1)
+
+    def _eval_loss(self, logits: torch.Tensor, target: torch.Tensor, meter: SplitLoss) -> None:
+        """Accumulate the split's loss the way ``reduction`` defines it, whatever the batching:
+
+        * ``mean``: the loss summed over every pixel of the split / its non-void pixels (or their
+          weights), not the mean of per-batch means (batches with more void would weigh more);
+        * ``sum``: the loss summed over the split / its number of images, i.e. the loss of one
+          image (the FCN protocol trains with batch 1, so this is the training loss's scale).
+
+        Both are ratios of sums, so the 2-process value (each sums its shard; torchmetrics sums
+        the states across processes) is the 1-process one (tests/test_module_sync.py).
+        """
+        total, norm = self._loss_terms(logits, target)
+        if self.reduction == "sum":
+            norm = torch.tensor(float(target.shape[0]), device=total.device)
+        meter.update(total, norm)
 
     @staticmethod
     def _labels_like(target: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
@@ -225,16 +277,19 @@ class SegmentationModule(L.LightningModule):
                 f"{self.global_step + 1}, batch of samples {list(batch.get('id', ()))}; "
                 f"the last good checkpoint is kept"
             )
+        # Per step, on purpose not synced across processes (no sync_dist): an all-reduce every
+        # iteration would cost time for a curve that only shows progress; under DDP it is rank
+        # 0's shard's loss. Epoch-level values are synced (_end_eval).
         self.log("train/loss", loss, prog_bar=True, batch_size=image.shape[0])
         return loss
 
     # ------------------------------------------------------------- evaluation
     def _eval_step(self, batch: dict, scores: SegmentationScores, bf: BoundaryF1 | None,
-                   stage: str) -> None:
+                   loss: SplitLoss) -> None:
         image, target = batch["image"], batch["mask"]
         self._check_labels(target, batch.get("id", ()))
         logits = self(image)
-        self.log(f"{stage}/loss", self.loss(logits, target), batch_size=image.shape[0])
+        self._eval_loss(logits, target, loss)
         if self.crf is None:
             pred = logits.argmax(1)
         else:
@@ -244,25 +299,38 @@ class SegmentationModule(L.LightningModule):
             bf.update(pred, target)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self._eval_step(batch, self.val_scores, self.val_bf, "val")
+        self._eval_step(batch, self.val_scores, self.val_bf, self.val_loss)
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
-        self._eval_step(batch, self.test_scores, self.test_bf, "test")
+        self._eval_step(batch, self.test_scores, self.test_bf, self.test_loss)
 
-    def _end_eval(self, scores: SegmentationScores, bf: BoundaryF1 | None, stage: str) -> None:
+    def _end_eval(self, scores: SegmentationScores, bf: BoundaryF1 | None, loss: SplitLoss,
+                  stage: str) -> None:
         result = scores.compute()  # one confusion matrix over the whole split, synced
         scores.reset()
         headline = {k: float(result[k]) for k in ("pixel_acc", "mean_acc", "mean_iou", "fw_iou")}
         if bf is not None:
             headline["bf"] = float(bf.compute())  # per image, then the mean over images
             bf.reset()
-        self.log_dict({f"{stage}/{k}": v for k, v in headline.items()})
+        split_loss = loss.compute()  # the sums of every process (torchmetrics syncs on compute)
+        loss.reset()
+        # Every epoch-level value is logged with sync_dist=True. These are already the values of
+        # the whole split on every process (their states were summed across processes above),
+        # so Lightning's mean over processes leaves them as they are; without it, Lightning
+        # warns, and a value computed per process would be logged as rank 0's alone
+        # (https://lightning.ai/docs/pytorch/stable/extensions/logging.html, "sync_dist").
+        # One all-reduce per evaluation, not per step.
+        self.log(f"{stage}/loss", split_loss, sync_dist=True)
+        self.log_dict({f"{stage}/{k}": v for k, v in headline.items()}, sync_dist=True)
         per_class = {
             name: (None if math.isnan(v) else v)
             for name, v in zip(self.class_names, result["iou"].tolist())
         }
-        # Absent classes have no IU; dashboards get only the defined ones.
-        self.log_dict({f"{stage}/iou/{n}": v for n, v in per_class.items() if v is not None})
+        # Absent classes have no IU; dashboards get only the defined ones. Whether a class is
+        # absent is read from the summed confusion matrix, so every process logs the same keys
+        # (a collective sync must be entered by all processes).
+        self.log_dict({f"{stage}/iou/{n}": v for n, v in per_class.items() if v is not None},
+                      sync_dist=True)
         floor = scores_from_confmat(majority_class_confmat(result["confmat"]), scores.mean_over)
         self.last_scores[stage] = {
             **headline,
@@ -274,10 +342,27 @@ class SegmentationModule(L.LightningModule):
         }
 
     def on_validation_epoch_end(self) -> None:
-        self._end_eval(self.val_scores, self.val_bf, "val")
+        self._end_eval(self.val_scores, self.val_bf, self.val_loss, "val")
 
     def on_test_epoch_end(self) -> None:
-        self._end_eval(self.test_scores, self.test_bf, "test")
+        self._end_eval(self.test_scores, self.test_bf, self.test_loss, "test")
+
+    # ------------------------------------------------------------- inference
+    def predict_step(self, batch: dict | torch.Tensor, batch_idx: int,
+                     dataloader_idx: int = 0) -> torch.Tensor:
+        """``Trainer.predict``: N × H × W int64 labels (on this module's device) of a batch.
+
+        ``batch`` is ``{"image": N × 3 × H × W}`` (preprocessed as the network was trained, every
+        image of the batch the same size) or that tensor itself; ``{"image": None}`` (a batch whose
+        files could not be read) gives an empty 0 × 0 × 0 tensor. Lightning calls it in eval mode under
+        ``torch.inference_mode``, on the configured device, with its progress bar
+        (https://lightning.ai/docs/pytorch/stable/deploy/production_basic.html). With ``crf``
+        set the labels are the dense CRF's (:meth:`set_crf`).
+        """
+        image = batch.get("image") if isinstance(batch, dict) else batch
+        if image is None:  # 0 labels maps, not None (which Lightning warns about)
+            return torch.zeros((0, 0, 0), dtype=torch.int64, device=self.device)
+        return predict_labels(self, image)
 
     # ----------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict) -> None:
@@ -305,3 +390,31 @@ class SegmentationModule(L.LightningModule):
         scheduler = instantiate(cfg["scheduler"])(optimizer)
         # Training is counted in iterations, so the schedule steps every iteration.
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def min_input_size(net) -> int:
+    """The smallest H/W a network takes (DeconvNet's ``min_input_size``; 1 for the others)."""
+    return int(getattr(net, "min_input_size", 1) or 1)
+
+
+def predict_labels(module, x: torch.Tensor) -> torch.Tensor:
+    """N × H × W int64 labels of a preprocessed N × 3 × H × W batch, for inputs of any size.
+
+    ``module`` is a :class:`SegmentationModule` (or anything with ``net``, ``preprocess``,
+    ``crf`` and a forward). A network with a minimum input size (DeconvNet: 193×193) gets a
+    smaller input padded at the bottom and right with zeros of the preprocessed input (the mean
+    colour in both conventions) and its labels cropped back; logits on a coarser grid (DeepLab's
+    stride 8) are upsampled bilinearly to the input's size before the argmax or the CRF.
+    """
+    h, w = x.shape[-2:]
+    lo = min_input_size(module.net)
+    pad_h, pad_w = max(0, lo - h), max(0, lo - w)
+    if pad_h or pad_w:
+        x = F.pad(x, (0, pad_w, 0, pad_h), value=0.0)
+    logits = module(x)[..., :h, :w]
+    if logits.shape[-2:] != (h, w):
+        logits = F.interpolate(logits.float(), size=(h, w), mode="bilinear", align_corners=False)
+    if module.crf is not None:
+        return crf_predict(logits, x[..., :h, :w], preprocess=module.preprocess,
+                           config=module.crf)
+    return logits.argmax(1)

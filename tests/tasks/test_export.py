@@ -21,7 +21,7 @@ from fcnlab.tasks.export import compare_onnx, export, export_arguments, export_o
 
 needs_export = pytest.mark.skipif(
     not all(importlib.util.find_spec(m) for m in ("onnx", "onnxscript", "onnxruntime")),
-    reason='needs the export extra and onnxruntime: pip install "fcnlab[export]" onnxruntime')
+    reason='needs the export extra (onnx, onnxscript, onnxruntime): pip install "fcnlab[export]"')
 
 TINY = 0.0625
 NETS = {

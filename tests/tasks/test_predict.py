@@ -1,7 +1,9 @@
 """predict(cfg): images of any size and mode -> label PNGs, overlays, classes.json, report.json.
 
 A tiny FCN-8s is trained for 2 iterations (``debug=fast``), then segments a folder holding an
-odd-sized RGB image, a grayscale, an RGBA, a 16-bit PNG and a corrupt file.
+odd-sized RGB image, a grayscale, an RGBA, a 16-bit PNG and a corrupt file. Prediction runs
+through Lightning's ``Trainer.predict`` and ``SegmentationModule.predict_step``; the labels are
+the same at any ``batch_size``.
 """
 
 from __future__ import annotations
@@ -17,9 +19,9 @@ from PIL import Image
 
 from conftest import compose_cfg
 from fcnlab.errors import ConfigError
-from fcnlab.tasks.predict import NothingWrittenError, predict, segment, to_rgb8
-from fcnlab.tasks.train import train
 from fcnlab.module import SegmentationModule
+from fcnlab.tasks.predict import NothingWrittenError, plan_batches, predict, segment, to_rgb8
+from fcnlab.tasks.train import train
 
 SIZES = {"rgb": (37, 53), "gray": (41, 29), "rgba": (30, 45), "deep16": (33, 35)}
 
@@ -136,3 +138,68 @@ def test_minimum_size_is_padded_and_cropped_back():
     rgb = np.full((5, 9, 3), 255, np.uint8)
     labels = segment(Module(), rgb)
     assert labels.shape == (5, 9) and (labels == 0).all()
+
+
+@pytest.fixture(scope="module")
+def same_sizes(tmp_path_factory) -> Path:
+    """Three pictures of one size, one of another, one corrupt: batch_size=2 makes a real batch."""
+    folder = tmp_path_factory.mktemp("same_sizes")
+    rng = np.random.default_rng(1)
+    for name, (h, w) in {"a": (37, 53), "b": (37, 53), "c": (29, 41), "d": (37, 53)}.items():
+        rgb = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        Image.fromarray(rgb).save(folder / f"{name}.png")
+    (folder / "bad.png").write_bytes(b"\x89PNG not really")
+    return folder
+
+
+def test_batch_size_does_not_change_the_labels(ckpt, same_sizes, tmp_path, monkeypatch):
+    """predict runs through Trainer.predict; batch 2 writes the very files of batch 1."""
+    batches = []
+    original = SegmentationModule.predict_step
+
+    def spy(self, batch, batch_idx, dataloader_idx=0):
+        assert self.trainer is not None and not self.training  # called by Lightning, eval mode
+        batches.append(None if batch["image"] is None else tuple(batch["image"].shape))
+        return original(self, batch, batch_idx, dataloader_idx)
+
+    monkeypatch.setattr(SegmentationModule, "predict_step", spy)
+    reports = {}
+    for batch_size in (1, 2):
+        out = tmp_path / f"b{batch_size}"
+        cfg = _predict_cfg(tmp_path, [f"ckpt_path={ckpt}", f"input={same_sizes}",
+                                      f"output={out}", f"batch_size={batch_size}"])
+        reports[batch_size] = predict(cfg)
+        GlobalHydra.instance().clear()
+    # Files a, b, bad, c, d. Batch 1: five batches; batch 2: a+b, the unreadable file alone, c
+    # (another size), d.
+    assert batches[:5] == [(1, 3, 37, 53), (1, 3, 37, 53), None, (1, 3, 29, 41), (1, 3, 37, 53)]
+    assert batches[5:] == [(2, 3, 37, 53), None, (1, 3, 29, 41), (1, 3, 37, 53)]
+    for stem in "abcd":
+        one = np.asarray(Image.open(tmp_path / "b1" / f"{stem}.png"))
+        two = np.asarray(Image.open(tmp_path / "b2" / f"{stem}.png"))
+        assert one.shape == two.shape and (one == two).all(), stem
+        assert (tmp_path / "b2" / f"{stem}_overlay.png").read_bytes() == (
+            tmp_path / "b1" / f"{stem}_overlay.png").read_bytes()
+    # The report lists files in input order whatever order the batches ran in.
+    for batch_size, report in reports.items():
+        assert [Path(w["input"]).stem for w in report["written"]] == list("abcd"), batch_size
+        assert [Path(f["input"]).name for f in report["failed"]] == ["bad.png"]
+
+
+def test_plan_batches_groups_by_size_and_names_duplicates(tmp_path):
+    sizes = {"x.png": (5, 6), "x.jpg": (5, 6), "y.png": (7, 6), "z.png": (5, 6)}
+    for name, (h, w) in sizes.items():
+        Image.fromarray(np.zeros((h, w, 3), np.uint8)).save(tmp_path / name)
+    (tmp_path / "broken.png").write_bytes(b"nope")
+    files = [tmp_path / n for n in ("x.png", "x.jpg", "y.png", "broken.png", "z.png")]
+    batches, stems = plan_batches(files, batch_size=2)
+    assert batches == [[0, 1], [2], [3], [4]]
+    assert stems == ["x", "x_jpg", "y", None, "z"]
+    assert plan_batches(files, batch_size=3)[0] == [[0, 1, 4], [2], [3]]
+
+
+def test_predict_batch_size_must_be_positive(ckpt, images, tmp_path):
+    cfg = _predict_cfg(tmp_path, [f"ckpt_path={ckpt}", f"input={images}", "batch_size=0"])
+    with pytest.raises(ConfigError, match="batch_size: expected an int >= 1, got 0"):
+        predict(cfg)
+    GlobalHydra.instance().clear()

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from optional_extras import skip_unless_installed
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -35,9 +37,7 @@ def test_multirun_with_a_failing_job(tmp_path, data_dir):
 
 
 def test_joblib_launcher_runs_jobs_in_parallel_processes(tmp_path, data_dir):
-    import pytest
-
-    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    skip_unless_installed("launcher", "joblib")  # the launchers extra
     proc = subprocess.run(
         [sys.executable, str(ROOT / "train.py"), "-m", "launcher=joblib", "debug=fast",
          "model=fcn32s,segnet", "trainer.max_steps=2", "trainer.val_check_interval=2",
@@ -51,9 +51,7 @@ def test_joblib_launcher_runs_jobs_in_parallel_processes(tmp_path, data_dir):
 
 
 def test_optuna_sweeper_gets_the_validation_mean_iou(tmp_path, data_dir):
-    import pytest
-
-    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    skip_unless_installed("hparams_search", "optuna_lr")  # the optuna extra
     proc = subprocess.run(
         [sys.executable, str(ROOT / "train.py"), "-m", "hparams_search=optuna_lr", "debug=fast",
          "hydra.sweeper.n_trials=2", "trainer.max_steps=2", "trainer.val_check_interval=2",

@@ -226,3 +226,37 @@ def test_plain_progress_lines_when_not_a_terminal(tmp_path, data_dir, task):
     lines = [ln for ln in out.stdout.splitlines() if ln.startswith("iter ")]
     assert [ln.split()[1] for ln in lines] == ["2/4", "4/4"]
     assert "\r" not in out.stdout and "━" not in out.stdout + out.stderr
+
+
+# ----------------------------------------------------------------------------- ckpt_path alias
+def test_ckpt_path_resumes_as_resume_does(fcn8s_run, tmp_path, data_dir):
+    # A lightning-hydra-template user types `train.py ckpt_path=<file>`: it is resume=<file>.
+    _, run = fcn8s_run
+    last = run / "checkpoints" / "last.ckpt"  # iteration 4 of 4
+    more = ["trainer.max_steps=6", "trainer.val_check_interval=2"]
+    records, weights = {}, {}
+    for key in ("ckpt_path", "resume"):
+        record, out = _train(tmp_path / key, data_dir, [*more, f"{key}={last}"])
+        records[key] = record
+        weights[key] = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu",
+                                  weights_only=True)["state_dict"]
+    alias, resume = records["ckpt_path"], records["resume"]
+    assert alias["resumed_from"] == resume["resumed_from"] == {"checkpoint": str(last),
+                                                                "iteration": 4}
+    assert [e["iteration"] for e in _val(alias)] == [2, 4, 6]  # the file's run's, then its own
+    assert alias["evaluations"] == resume["evaluations"]
+    assert weights["ckpt_path"].keys() == weights["resume"].keys()
+    for name, tensor in weights["ckpt_path"].items():
+        assert torch.equal(tensor, weights["resume"][name]), name
+
+
+@pytest.mark.parametrize("overrides, match", [
+    (["ckpt_path=/no/such.ckpt"], "/no/such.ckpt"),  # resume's own check, same words
+    (["resume=auto", "ckpt_path=/some/last.ckpt"], r"resume=auto and ckpt_path=/some/last\.ckpt"),
+])
+def test_ckpt_path_bad_input_is_one_line(overrides, match, tmp_path, data_dir):
+    cfg = compose_cfg("train", overrides, tmp_path, data_dir=data_dir)
+    with pytest.raises(ConfigError, match=match) as info:
+        train(cfg)
+    assert "\n" not in str(info.value)
+    assert not list(tmp_path.rglob("*.ckpt"))

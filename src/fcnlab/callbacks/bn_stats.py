@@ -21,6 +21,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from fcnlab.errors import ConfigError
+from fcnlab.progress import track
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,8 @@ def _images(batch) -> torch.Tensor:
 
 
 def recompute_bn_stats(net: nn.Module, loader: Iterable, *, max_batches: int | None = None,
-                       device: torch.device | str | None = None) -> int:
+                       device: torch.device | str | None = None,
+                       progress: bool = False) -> int:
     """Replace every BatchNorm's running mean/var by their average over ``loader``'s batches.
 
     Each BN is reset and switched to a cumulative moving average (``momentum=None``), so after
@@ -55,7 +57,8 @@ def recompute_bn_stats(net: nn.Module, loader: Iterable, *, max_batches: int | N
     The net runs in training mode (BN normalises with batch statistics, as during training) but
     with every Dropout in eval mode and without gradients; momenta and each module's train/eval
     mode are restored afterwards. Returns the number of images seen (0, doing nothing, if the net
-    has no BatchNorm with running statistics).
+    has no BatchNorm with running statistics). ``progress``: show the pass with
+    :func:`fcnlab.progress.track` (a whole training set can take minutes at paper scale).
     """
     bns = _bn_modules(net)
     if not bns:
@@ -80,8 +83,13 @@ def recompute_bn_stats(net: nn.Module, loader: Iterable, *, max_batches: int | N
         for bn in bns:
             bn.reset_running_stats()
             bn.momentum = None
+        total = len(loader) if hasattr(loader, "__len__") else None
+        if total is not None and max_batches is not None:
+            total = min(total, max_batches)
+        batches = track(loader, "BatchNorm statistics", total=total, unit="batches",
+                        enabled=progress)
         with torch.no_grad():
-            for i, batch in enumerate(loader):
+            for i, batch in enumerate(batches):
                 if max_batches is not None and i >= max_batches:
                     break
                 images = _images(batch).to(device, non_blocking=True)
@@ -132,6 +140,10 @@ class RecomputeBNStats(L.Callback):
         context = plugin.forward_context() if plugin is not None else torch.no_grad()
         with context:
             seen = recompute_bn_stats(pl_module, self.loader_for(trainer),
-                                      max_batches=self.max_batches, device=pl_module.device)
+                                      max_batches=self.max_batches, device=pl_module.device,
+                                      progress=trainer.is_global_zero)
         log.info("recomputed BatchNorm statistics over %d training images", seen)
-        pl_module.log("bn_recompute/images", float(seen), on_step=False, on_epoch=True)
+        # Every rank runs the same pass, so the count agrees; sync_dist keeps the epoch-level
+        # rule of fcnlab.module (and Lightning's warning away) at one all-reduce per evaluation.
+        pl_module.log("bn_recompute/images", float(seen), on_step=False, on_epoch=True,
+                      sync_dist=True)

@@ -49,6 +49,12 @@ class BudgetCheckpoints(L.Callback):
             if int(p.stem.split("-")[1]) in self.budgets
         }
 
+    def setup(self, trainer: L.Trainer, pl_module, stage: str) -> None:
+        # Whether a budget is saved decides a call every rank must make together
+        # (trainer.save_checkpoint ends in a barrier), so every rank takes rank 0's list of the
+        # files already there rather than its own look at the folder.
+        self.saved = trainer.strategy.broadcast(self.saved, src=0)
+
     def on_validation_end(self, trainer: L.Trainer, pl_module) -> None:
         step = trainer.global_step
         if trainer.sanity_checking or step not in self.budgets or step in self.saved:

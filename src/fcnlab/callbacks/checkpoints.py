@@ -6,6 +6,7 @@ A budget run at paper scale lasts days; a kill, a pre-emption or a full disk mus
   leaves a truncated file under a checkpoint name (:class:`AtomicCheckpointIO`).
 * ``resume=auto`` continues from the newest checkpoint that reads back completely, skipping a
   damaged one with a warning; with none it starts fresh and says so. ``resume=<path>`` names one.
+  On a run that already finished it has nothing to do (:func:`finished_record`).
 * SIGTERM (what a cluster sends before pre-emption) makes Lightning stop after the current
   iteration; :class:`SaveOnSigterm` then writes ``interrupted.ckpt`` and the run exits cleanly.
 * The RNG states (torch, numpy, python) travel in the checkpoint as plain data, so dropout after a
@@ -14,6 +15,7 @@ A budget run at paper scale lasts days; a kill, a pre-emption or a full disk mus
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import random
@@ -79,16 +81,30 @@ def newest_checkpoint(ckpt_dir: Path) -> Path | None:
     return None
 
 
+def checkpoint_iteration(path: str | os.PathLike) -> int:
+    """The ``global_step`` stored in a Lightning checkpoint (read with ``weights_only=True``)."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    return int(ckpt["global_step"])
+
+
 def resolve_resume(resume, ckpt_dir: Path) -> str | None:
-    """The checkpoint to resume from for ``resume`` = None | "auto" | a path."""
+    """The checkpoint to resume from for ``resume`` = None | "auto" | a path.
+
+    The line it logs also marks, in the run's ``train.log`` (appended by every attempt,
+    conf/hydra/default.yaml), where an attempt starts: what an earlier attempt logged above that
+    line after the named iteration was undone by the interruption and is replayed below it.
+    """
     if resume in (None, False):
         return None
     if resume == "auto":
         found = newest_checkpoint(ckpt_dir)
         if found is None:
-            log.info("resume=auto: no checkpoint in %s, starting fresh", ckpt_dir)
+            log.info("resume=auto: ---- no checkpoint in %s: starting fresh, at iteration 0 ----",
+                     ckpt_dir)
             return None
-        log.info("resume=auto: continuing from %s", found)
+        it = checkpoint_iteration(found)
+        log.info("resume=auto: ---- continuing from %s at iteration %d: anything logged above "
+                 "after iteration %d is replayed below ----", found, it, it)
         return str(found)
     path = Path(str(resume))
     if not path.is_file():
@@ -96,7 +112,29 @@ def resolve_resume(resume, ckpt_dir: Path) -> str | None:
                           f"the path of a .ckpt file")
     if not is_readable_checkpoint(path):
         raise ConfigError(f"resume: checkpoint {str(path)!r} is truncated or damaged")
+    log.info("resume: ---- continuing from %s at iteration %d ----", path,
+             checkpoint_iteration(path))
     return str(path)
+
+
+def finished_record(output_dir: Path, max_steps: int) -> dict | None:
+    """The record of the run in ``output_dir`` if it finished ``max_steps`` iterations and its last
+    checkpoint reads back completely; else None (nothing there, or more to do).
+
+    ``resume=auto`` on such a run has nothing to do: the train task returns this record without
+    starting a trainer, so a re-run of a table sweep leaves finished runs' files untouched.
+    """
+    try:
+        record = json.loads((Path(output_dir) / "results.json").read_text())
+    except (OSError, ValueError):
+        return None
+    last = (record.get("checkpoints") or {}).get("last")
+    if (record.get("status") != "finished" or record.get("iterations") != max_steps
+            or not last):
+        return None
+    if not is_readable_checkpoint(Path(output_dir) / "checkpoints" / Path(last).name):
+        return None
+    return record
 
 
 class SaveOnSigterm(L.Callback):

@@ -5,22 +5,21 @@ When stdout is not a TTY, the trainer's bar is switched off (``fcnlab.tasks.trai
 :class:`PlainProgress` (conf/callbacks/plain_progress.yaml) prints one line every ``every``
 iterations instead (iteration, loss, speed, time left). It prints whenever the trainer shows no
 bar, so ``trainer.enable_progress_bar=false`` on a terminal gives the plain lines too.
+
+Loops outside Lightning's (data checks, BN recompute, class weights, synthetic data, the lines
+of ``predict.py``) use :mod:`fcnlab.progress`, which makes the same terminal test.
 """
 
 from __future__ import annotations
 
-import sys
 import time
 
 import lightning as L
 
 from fcnlab.errors import ConfigError
+from fcnlab.progress import is_interactive  # noqa: F401  (one test of "a terminal" for all jobs)
 
 DEFAULT_EVERY = 50  # Lightning's own default for log_every_n_steps
-
-
-def is_interactive() -> bool:
-    return sys.stdout.isatty()
 
 
 class PlainProgress(L.Callback):

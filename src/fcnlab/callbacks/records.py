@@ -19,6 +19,7 @@ from importlib import metadata
 from pathlib import Path
 
 import lightning as L
+from lightning.fabric.utilities.rank_zero import rank_zero_only
 
 RESULTS_FILE = "results.json"
 LIBRARIES = ("torch", "lightning", "hydra-core", "torchmetrics", "albumentations", "numpy", "fcnlab")
@@ -73,7 +74,13 @@ def write_json_atomic(path: Path, payload: dict) -> None:
 
 
 class RunRecord(L.Callback):
-    """Collects every evaluation of a run and keeps ``results.json`` up to date."""
+    """Collects every evaluation of a run and keeps ``results.json`` up to date.
+
+    Under DDP every process keeps the same record and only global rank 0 writes the file. The
+    scores are the same on every rank (computed from the confusion matrix summed over ranks), and
+    the task decides from the record whether to run one more evaluation, a collective call: a
+    record kept on rank 0 alone made rank 1 call ``trainer.validate`` by itself and hang.
+    """
 
     def __init__(self, output_dir: str | Path, header: dict):
         self.path = Path(output_dir) / RESULTS_FILE
@@ -103,19 +110,24 @@ class RunRecord(L.Callback):
         self.save()
 
     def save(self, **updates) -> None:
+        """Update the record; global rank 0 writes it (``rank_zero_only.rank`` is set by
+        Lightning from the launcher's environment before the trainer exists, then by the
+        strategy: https://lightning.ai/docs/pytorch/stable/common/trainer.html#global-rank)."""
         self.record.update(updates)
         self.record["wall_time_s"] = round(time.time() - self.started, 3)
+        if rank_zero_only.rank != 0:
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(self.path, self.record)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module) -> None:
-        if trainer.sanity_checking or trainer.global_rank != 0:
+        if trainer.sanity_checking:
             return
-        if "val" in pl_module.last_scores:
+        if "val" in pl_module.last_scores:  # on every rank: the scores are synced
             self.add_evaluation("val", trainer.global_step, pl_module.last_scores.pop("val"))
 
     def on_test_end(self, trainer: L.Trainer, pl_module) -> None:
-        if trainer.global_rank == 0 and "test" in pl_module.last_scores:
+        if "test" in pl_module.last_scores:
             self.add_evaluation("test", trainer.global_step, pl_module.last_scores.pop("test"))
 
     def last(self, split: str) -> dict | None:

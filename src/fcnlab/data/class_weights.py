@@ -25,6 +25,7 @@ import numpy as np
 
 from fcnlab.data.dataset import SegmentationDataset, read_label
 from fcnlab.errors import ConfigError
+from fcnlab.progress import track
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +94,8 @@ def median_frequency_weights(source, num_classes: int, ignore_index: int = 255, 
             return [float(w) for w in entry["weights"]]
 
     counts = np.zeros((len(paths), num_classes), np.int64)
-    for i, path in enumerate(paths):
+    # Reads every label of the split once: minutes for a large training set, hence the progress.
+    for i, path in enumerate(track(paths, f"class weights ({split})", unit="labels")):
         mask = read_label(path, num_classes, ignore_index, void_values)
         counts[i] = np.bincount(mask.ravel(), minlength=256)[:num_classes]
     freq = frequencies_from_counts(counts)

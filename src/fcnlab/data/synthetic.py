@@ -37,6 +37,7 @@ from PIL import Image
 from scipy import ndimage
 
 from fcnlab.errors import DataError
+from fcnlab.progress import track
 
 GENERATOR = "fcnlab.data.synthetic"
 GENERATOR_VERSION = 1  # bump when the pictures change, so old folders are not silently reused
@@ -281,17 +282,20 @@ def _generator_of(root: Path):
 def _write(tmp: Path, image_size, counts, seed, void_width, meta) -> None:
     for sub in ("images", "masks", "splits"):
         (tmp / sub).mkdir(parents=True)
+    # One progress over all splits (fcnlab.progress: silent unless it takes a few seconds).
+    samples = [(split, i) for split, n in zip(SPLITS, counts) for i in range(n)]
+    for split, i in track(samples, "synthetic data", unit="pictures"):
+        key = np.random.SeedSequence(seed, spawn_key=(_SPLIT_KEY[split], i))
+        rng = np.random.default_rng(key)
+        image, _, mask = render_sample(rng, image_size, void_width)
+        sample_id = f"{split}_{i:05d}"
+        Image.fromarray(image).save(tmp / "images" / f"{sample_id}.png", compress_level=6)
+        mask_png = Image.fromarray(mask)
+        mask_png.putpalette(SYNTHETIC_PALETTE)  # "L" -> "P": values stay class indices
+        mask_png.save(tmp / "masks" / f"{sample_id}.png", compress_level=6)
     for split, n in zip(SPLITS, counts):
-        ids = [f"{split}_{i:05d}" for i in range(n)]
-        for i, sample_id in enumerate(ids):
-            key = np.random.SeedSequence(seed, spawn_key=(_SPLIT_KEY[split], i))
-            rng = np.random.default_rng(key)
-            image, _, mask = render_sample(rng, image_size, void_width)
-            Image.fromarray(image).save(tmp / "images" / f"{sample_id}.png", compress_level=6)
-            mask_png = Image.fromarray(mask)
-            mask_png.putpalette(SYNTHETIC_PALETTE)  # "L" -> "P": values stay class indices
-            mask_png.save(tmp / "masks" / f"{sample_id}.png", compress_level=6)
-        (tmp / "splits" / f"{split}.txt").write_text("".join(f"{i}\n" for i in ids))
+        (tmp / "splits" / f"{split}.txt").write_text("".join(f"{split}_{i:05d}\n"
+                                                             for i in range(n)))
     palette = [SYNTHETIC_PALETTE[3 * c:3 * c + 3] for c in range(len(SYNTHETIC_CLASSES))]
     (tmp / "classes.yaml").write_text(yaml.safe_dump(
         {"classes": list(SYNTHETIC_CLASSES), "palette": palette, "ignore_index": IGNORE_INDEX},

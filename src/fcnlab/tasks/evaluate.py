@@ -10,11 +10,11 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from fcnlab.callbacks.records import RunRecord, parameter_counts
-from fcnlab.callbacks.wandb_media import finish_wandb
 from fcnlab.config import instantiate, to_plain
 from fcnlab.errors import ConfigError
 from fcnlab.module import SegmentationModule
-from fcnlab.tasks.trainer import build_trainer, crf_params, print_summary, record_compile_time
+from fcnlab.tasks.trainer import (build_trainer, closing_loggers, crf_params, print_summary,
+                                  record_compile_time)
 
 
 def evaluate(cfg: DictConfig) -> dict:
@@ -54,15 +54,15 @@ def evaluate(cfg: DictConfig) -> dict:
         "config": to_plain(cfg),
     })
     record_compile_time(recorder, module)
-    trainer = build_trainer(cfg)
+    trainer = build_trainer(cfg, model_name=module.hparams.name)
     run = trainer.validate if cfg.split == "val" else trainer.test
-    try:
-        run(module, datamodule=datamodule)
-    except BaseException as e:
-        recorder.save(status="failed", error=f"{type(e).__name__}: {e}")
-        raise
-    finally:
-        finish_wandb(trainer)  # one wandb run per job, also in an eval multirun
+    # One wandb run per job, also in an eval multirun; closed (failed, on an exception) here.
+    with closing_loggers(trainer):
+        try:
+            run(module, datamodule=datamodule)
+        except BaseException as e:
+            recorder.save(status="failed", error=f"{type(e).__name__}: {e}")
+            raise
     recorder.add_evaluation(cfg.split, iteration, module.last_scores.pop(cfg.split))
     recorder.save(status="finished")
     if trainer.global_rank == 0:

@@ -125,6 +125,12 @@ class CropClassifierModule(L.LightningModule):
         self._confusion += torch.bincount(y.cpu() * k + pred.cpu(), minlength=k * k).view(k, k)
 
     def on_validation_epoch_end(self) -> None:
+        # Under DDP each rank saw its shard of the val crops: sum the matrices, so every rank
+        # scores (and records) the whole split, as the segmentation metrics do.
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            summed = self._confusion.to(self.device)
+            torch.distributed.all_reduce(summed)
+            self._confusion = summed.cpu()
         c = self._confusion.double()
         per_class = c.diag() / c.sum(1)
         present = c.sum(1) > 0
@@ -137,7 +143,7 @@ class CropClassifierModule(L.LightningModule):
             "confusion": self._confusion.tolist(),
         }
         self.log_dict({"val/accuracy": scores["accuracy"],
-                       "val/mean_class_accuracy": scores["mean_class_accuracy"]})
+                       "val/mean_class_accuracy": scores["mean_class_accuracy"]}, sync_dist=True)
         if not self.trainer.sanity_checking:
             self.last_scores["val"] = scores
 

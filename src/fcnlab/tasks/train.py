@@ -11,13 +11,15 @@ import logging
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict, read_write
 
 from fcnlab.callbacks.budgets import BudgetCheckpoints, check_budgets
-from fcnlab.callbacks.checkpoints import SaveOnSigterm, resolve_resume
+from fcnlab.callbacks.checkpoints import (SaveOnSigterm, finished_record, newest_checkpoint,
+                                          resolve_resume)
 from fcnlab.callbacks.records import RESULTS_FILE, RunRecord, parameter_counts
 from fcnlab.config import check_train_config, instantiate, to_plain  # + resolvers
-from fcnlab.errors import ConfigError
+from fcnlab.errors import ConfigError, FcnlabError
 from fcnlab.models.checkpoint import load_init_weights
 from fcnlab.models.weights import load_pretrained_trunk
 from fcnlab.module import SegmentationModule
@@ -52,6 +54,49 @@ def build_module(cfg: DictConfig, datamodule) -> SegmentationModule:
     )
 
 
+def pin_run_dir(output_dir: Path) -> None:
+    """Make ``hydra.run.dir`` the folder this job already has, so every DDP rank writes there.
+
+    Lightning re-launches the command for the other ranks with
+    ``hydra.run.dir=<HydraConfig.get().run.dir>`` (lightning/fabric/strategies/launchers/
+    subprocess_script.py, ``_hydra_subprocess_cmd``), which resolves the interpolation again: our
+    run folder carries a microsecond stamp (conf/hydra/default.yaml), so rank 1 got a folder of
+    its own, with its own log and checkpoint folder. Pinned to the resolved path, it gets ours.
+    """
+    if HydraConfig.initialized():
+        hydra_cfg = HydraConfig.get()
+        with read_write(hydra_cfg.run):
+            hydra_cfg.run.dir = str(output_dir)
+
+
+def resume_setting(cfg: DictConfig):
+    """``resume``, with ``ckpt_path`` as its alias: ``train.py ckpt_path=<file>`` is what a
+    lightning-hydra-template user types (its train.yaml has ``ckpt_path``); it means
+    ``resume=<file>``. Both given with different values is an error."""
+    resume, ckpt_path = cfg.get("resume"), cfg.get("ckpt_path")
+    if resume not in (None, False) and ckpt_path is not None and str(resume) != str(ckpt_path):
+        raise ConfigError(f"resume={resume} and ckpt_path={ckpt_path} disagree; expected one of "
+                          f"them (ckpt_path=<file> is an alias of resume=<file>)")
+    return ckpt_path if resume in (None, False) else resume
+
+
+class LostProcessError(FcnlabError):
+    """A DDP run stopped because another of its processes died or stopped answering."""
+
+
+def _lost_process(e: BaseException, trainer) -> bool:
+    """Whether ``e`` is a collective that failed because a peer is gone: gloo's "Connection
+    closed/reset by peer", or any backend's timeout (``trainer.strategy.timeout``,
+    conf/trainer/ddp.yaml). torch raises DistError subclasses for some, a RuntimeError from
+    gloo's transport for others (https://pytorch.org/docs/stable/distributed.html)."""
+    if trainer.world_size < 2 or not isinstance(e, RuntimeError):
+        return False
+    text = str(e)
+    return isinstance(e, torch.distributed.DistError) or any(
+        s in text for s in ("gloo", "Connection closed by peer", "Connection reset by peer",
+                            "timed out", "Timed out"))
+
+
 def train(cfg: DictConfig) -> dict:
     """Train ``cfg.model`` on ``cfg.data``; evaluate every ``val_check_interval`` iterations.
 
@@ -61,7 +106,18 @@ def train(cfg: DictConfig) -> dict:
     if cfg.get("task") == "pretrain":
         return pretrain(cfg)
     check_train_config(cfg)
+    with open_dict(cfg):
+        cfg.resume = resume_setting(cfg)  # every reader (the wandb run id too) sees the alias
+    if cfg.resume == "auto" and (
+            done := finished_record(Path(cfg.paths.output_dir), cfg.trainer.max_steps)):
+        # Nothing left to do: no trainer, no seed, no log line, so a re-run of a table sweep
+        # rewrites none of a finished run's files (print, not log: train.log stays as it was).
+        # Decided before any trainer exists, hence the same on every DDP rank.
+        print(f"resume=auto: {cfg.paths.output_dir} finished its {done['iterations']} "
+              f"iterations; nothing to do")
+        return done
     output_dir = start_run(cfg)
+    pin_run_dir(output_dir)
 
     datamodule = instantiate(cfg.data.datamodule)
     module = build_module(cfg, datamodule)
@@ -115,8 +171,23 @@ def train(cfg: DictConfig) -> dict:
         if cfg.get("test"):
             trainer.test(module, datamodule=datamodule)
 
-    fit_and_validate(trainer, module, datamodule, recorder, ckpt_path=resume_from,
-                     then=after_fit)
+    try:
+        fit_and_validate(trainer, module, datamodule, recorder, ckpt_path=resume_from,
+                         then=after_fit)
+    except RuntimeError as e:
+        if not _lost_process(e, trainer):
+            raise
+        # Every rank gets here within the backend's timeout (at once when the peer's sockets
+        # close, as after kill -9); Lightning's launcher also ends the others when one of the
+        # processes it started exits non-zero. Checkpoint writes are atomic (AtomicCheckpointIO),
+        # so the newest one that reads back is complete.
+        kept = newest_checkpoint(ckpt_dir)
+        error = (f"a DDP process was lost at iteration {trainer.global_step} (rank "
+                 f"{trainer.global_rank} of {trainer.world_size} saw: {str(e).splitlines()[0]}); "
+                 + (f"the last complete checkpoint is {kept}: continue with resume=auto"
+                    if kept else "no checkpoint was saved"))
+        recorder.save(status="failed", error=error)
+        raise LostProcessError(error) from e
     recorder.save(status="finished", iterations=trainer.global_step,
                   checkpoints={**save_last_checkpoint(trainer),
                                "budgets": {str(k): v for k, v in budget_ckpts.saved.items()}})

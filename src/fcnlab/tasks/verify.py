@@ -20,6 +20,7 @@ from omegaconf import DictConfig
 from fcnlab.config import instantiate
 from fcnlab.data.verify import format_report, verify_datamodule
 from fcnlab.errors import DataError, FcnlabError
+from fcnlab.progress import Progress
 
 BAD_FILES = 1
 BAD_CONFIG = 2
@@ -49,6 +50,7 @@ def verify(cfg: DictConfig) -> dict:
     except FcnlabError as e:
         raise BadConfigError(str(e)) from e
     print(f"data={cfg.data.name}: {type(datamodule).__name__}, {len(class_names)} classes")
+    _show_progress(datamodule)
     reports = verify_datamodule(datamodule)
     print(format_report(reports, class_names))
     problems = sum(len(r.problems) for r in reports)
@@ -57,3 +59,37 @@ def verify(cfg: DictConfig) -> dict:
                             "in the files or lists (listed above)")
     return {"data": cfg.data.name,
             "splits": [{"split": r.key, "name": r.name, "images": r.images} for r in reports]}
+
+
+def _show_progress(datamodule) -> None:
+    """Show the reading of every file (minutes for VOC or CamVid) with :mod:`fcnlab.progress`.
+
+    ``verify_datamodule`` scans each split with ``datamodule.make_dataset(key).scan()``, which
+    calls ``dataset.check(i)`` once per sample from a thread pool. This wraps this one
+    datamodule's ``make_dataset`` so that each dataset's ``check`` counts one sample done; the
+    classes and the pure checks of :mod:`fcnlab.data.verify` stay untouched.
+    """
+    make_dataset = datamodule.make_dataset
+
+    def tracked(key, *args, **kwargs):
+        dataset = make_dataset(key, *args, **kwargs)
+        scan, check = dataset.scan, dataset.check
+
+        def scan_tracked(*a, **kw):
+            with Progress(f"verify {key}", len(dataset), unit="images") as progress:
+                def check_counted(index):
+                    try:
+                        return check(index)
+                    finally:
+                        progress.update()
+
+                dataset.check = check_counted
+                try:
+                    return scan(*a, **kw)
+                finally:
+                    dataset.check = check
+
+        dataset.scan = scan_tracked
+        return dataset
+
+    datamodule.make_dataset = tracked
