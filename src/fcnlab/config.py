@@ -84,6 +84,20 @@ def check_train_config(cfg: DictConfig) -> None:
     if pretrained is not None and not (isinstance(pretrained, str) and Path(pretrained).is_file()):
         raise ConfigError(f"model.pretrained: {pretrained!r} is not a file; expected a local VGG16 "
                           f"classifier state dict (torchvision or Caffe layout)")
+    from fcnlab.data.transforms import PREPROCESS_MODES
+
+    _expect(cfg, "model.pretrained_preprocess", lambda v: v is None or v in PREPROCESS_MODES,
+            f"null (detected) or the preprocess the weights expect: {list(PREPROCESS_MODES)}")
+    _expect(cfg, "model.allow_preprocess_mismatch", lambda v: v is None or isinstance(v, bool),
+            "true or false")
+    if pretrained is not None and not OmegaConf.select(cfg, "model.allow_preprocess_mismatch"):
+        # Weights fed the other input convention train, only worse (docs/reference.md §6): when
+        # the convention is declared or in the file's sidecar (no tensor read), a mismatch stops
+        # the run here; the Caffe layout and an undeclared file are checked when it is loaded.
+        from fcnlab.models.weights import check_preprocess
+
+        check_preprocess(pretrained, None, OmegaConf.select(cfg, "data.datamodule.preprocess"),
+                         declared=OmegaConf.select(cfg, "model.pretrained_preprocess"))
     init_from = OmegaConf.select(cfg, "model.init_from")
     if init_from is not None:
         if not isinstance(init_from, str):

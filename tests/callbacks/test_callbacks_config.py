@@ -194,3 +194,17 @@ def test_wandb_predictions_is_listed_and_idle_without_wandb(tmp_path):
     trainer = build_trainer(_compose(tmp_path, []))
     assert len(_of(trainer, WandbPredictions)) == 1
     assert not [lg for lg in trainer.loggers if type(lg).__name__ == "WandbLogger"]
+
+
+# ----------------------------------------------------------------------------- accumulation
+def test_accumulation_keeps_the_evaluation_interval_in_iterations(tmp_path):
+    """With k accumulated batches per SGD iteration (FCN's batch 20 as 20 images of batch 1),
+    Lightning counts val_check_interval in batches: the trainer gets k times the iterations."""
+    cfg = _compose(tmp_path, ["+trainer.accumulate_grad_batches=20",
+                              "trainer.val_check_interval=200"])
+    trainer = build_trainer(cfg)
+    assert trainer.accumulate_grad_batches == 20 and trainer.val_check_interval == 4000
+    assert build_trainer(_compose(tmp_path, ["trainer.val_check_interval=200"])
+                         ).val_check_interval == 200
+    with pytest.raises(ConfigError, match="accumulate_grad_batches: expected a positive int"):
+        build_trainer(_compose(tmp_path, ["+trainer.accumulate_grad_batches=0"]))

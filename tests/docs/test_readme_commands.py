@@ -448,6 +448,28 @@ def check_mention(cmd: Command, tmp: Path) -> None:
         assert importlib.util.find_spec(f"{module}.__main__") is not None, module
 
 
+def check_convert(cmd: Command, tmp: Path) -> None:
+    """``python -m fcnlab.models.convert …``: run for real on a tiny torchvision-layout VGG16
+    written at the command's input path (its /data/… paths moved under ``tmp``)."""
+    import torch
+
+    from fcnlab.models.convert import main, parse
+    from fcnlab.models.vgg import VGG16Classifier
+    from fcnlab.models.weights import input_convention, read_vgg16_classifier
+
+    args = [str(tmp / a.lstrip("/")) if a.startswith("/data/") else a
+            for a in _script_args(cmd, tmp)]
+    parsed = parse(args)
+    Path(parsed.input).parent.mkdir(parents=True, exist_ok=True)
+    torch.save(VGG16Classifier(0.0625).state_dict(), parsed.input)
+    if parsed.to:  # the harness's placeholder for the paper presets' weights file, if any
+        Path(parsed.output).unlink(missing_ok=True)
+    assert main(args) == 0
+    written = parsed.output if parsed.to else parsed.input
+    layout = read_vgg16_classifier(written)[1]
+    assert input_convention(written, layout)[0] == (parsed.to or parsed.declare)
+
+
 def handler(cmd: Command):
     if cmd.line in SKIPPED:
         return None
@@ -460,7 +482,7 @@ def handler(cmd: Command):
     return {
         "train.py": check_train, "eval.py": check_eval, "predict.py": check_predict,
         "export.py": check_export, "params.py": check_params, "verify.py": check_verify,
-        "-m fcnlab.report": check_report,
+        "-m fcnlab.report": check_report, "-m fcnlab.models.convert": check_convert,
         "-m fcnlab.bench": check_bench, "make train": check_make, "make test": check_make,
         "make test-slow": check_make, "pip install": check_pip,
     }.get(entry_point(cmd), "unhandled")

@@ -157,3 +157,23 @@ def test_train_runs(tmp_path, data_dir):
     cfg = compose_cfg("train", ["model=deeplab_largefov"], tmp_path, data_dir=data_dir)
     record = train(cfg)
     assert record["status"] == "finished" and record["model"] == "deeplab_largefov"
+
+
+def test_pool5a_averages_pool5_before_fc6():
+    """The released prototxt's pool5a (docs/reference.md §2): fc6 sees the 3x3 stride-1 average
+    of pool5, padding counted in the window as Caffe's AVE pooling does; no parameters."""
+    torch.manual_seed(0)
+    net = DeepLabLargeFOV(5, width=0.0625).eval()
+    without = DeepLabLargeFOV(5, width=0.0625, pool5a=False).eval()
+    without.load_state_dict(net.state_dict())  # same parameters: pool5a has none
+    assert [n for n in net.trunk.order if n.startswith("pool5")] == ["pool5", "pool5a"]
+    x = torch.randn(1, 3, 41, 41)
+    pool5 = net.trunk(x)["pool5"]
+    padded = torch.nn.functional.pad(pool5, (1, 1, 1, 1))
+    by_hand = sum(padded[..., i:i + pool5.shape[-2], j:j + pool5.shape[-1]]
+                  for i in range(3) for j in range(3)) / 9
+    fc6_in = {}
+    net.trunk.fc6.register_forward_hook(lambda m, args, out: fc6_in.update(x=args[0]))
+    net(x)
+    torch.testing.assert_close(fc6_in["x"], by_hand)
+    assert not torch.allclose(net(x), without(x))  # the pool changes the output

@@ -70,6 +70,7 @@ def test_pretrained_classifier_initialises_the_trunk(tmp_path, data_dir):
     path = tmp_path / "vgg16.pt"
     torch.save(classifier.state_dict(), path)
     record = _run(tmp_path, data_dir, ["model=fcn32s", f"model.pretrained={path}",
+                                       "model.pretrained_preprocess=torchvision",
                                        "trainer.max_steps=1", "trainer.val_check_interval=1"])
     assert record["pretrained"]["sha256"] == file_sha256(path)
     assert record["pretrained"]["copied"] == 2 * 15  # 13 convs + fc6 + fc7, weight and bias

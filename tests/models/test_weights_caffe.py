@@ -141,18 +141,31 @@ def _save_tv(tmp_path):
     return path
 
 
-def test_caffe_weights_with_torchvision_input_warn(classifier, tmp_path, caplog):
-    torch.save(_caffe(classifier), tmp_path / "caffe.pth")
-    assert check_preprocess(tmp_path / "caffe.pth", "caffe", "caffe") is None
-    with caplog.at_level(logging.WARNING):
-        msg = check_preprocess(tmp_path / "caffe.pth", "caffe", "torchvision")
-    assert "preprocess=caffe" in msg and msg in caplog.text
-
+def test_caffe_weights_with_torchvision_input_are_refused(classifier, tmp_path, caplog):
+    """The Caffe layer names say `caffe` (docs/reference.md §6): torchvision input is an error
+    naming both values and the file, unless allowed (then a warning in the record)."""
     from fcnlab.models.fcn import FCN
 
+    path = tmp_path / "caffe.pth"
+    torch.save(_caffe(classifier), path)
+    assert check_preprocess(path, "caffe", "caffe") == {
+        "preprocess": "caffe", "preprocess_from": "the Caffe layer names",
+        "preprocess_warning": None}
+    with pytest.raises(ConfigError) as e:
+        check_preprocess(path, "caffe", "torchvision")
+    msg = str(e.value)
+    assert str(path) in msg and "expects data.datamodule.preprocess=caffe" in msg
+    assert "the run uses preprocess=torchvision" in msg and "\n" not in msg
+
     net = FCN(num_classes=3, width=W)
-    report = load_pretrained_trunk(net, tmp_path / "caffe.pth", preprocess="torchvision")
+    with pytest.raises(ConfigError, match="preprocess=torchvision"):
+        load_pretrained_trunk(net, path, preprocess="torchvision")
+    with caplog.at_level(logging.WARNING):
+        report = load_pretrained_trunk(net, path, preprocess="torchvision", allow_mismatch=True)
     assert report["layout"] == "caffe" and report["copied"] == 30
     assert "preprocess=caffe" in report["preprocess_warning"]
-    assert load_pretrained_trunk(net, tmp_path / "caffe.pth",
-                                 preprocess="caffe")["preprocess_warning"] is None
+    assert report["preprocess_warning"] in caplog.text
+    assert load_pretrained_trunk(net, path, preprocess="caffe")["preprocess_warning"] is None
+    # A declaration overrides the layout (torchvision weights renamed to Caffe names).
+    report = load_pretrained_trunk(net, path, preprocess="torchvision", declared="torchvision")
+    assert report["preprocess"] == "torchvision" and report["preprocess_warning"] is None

@@ -421,3 +421,20 @@ def test_report_never_imports_torch(real_sweep, tmp_path):
     assert done.returncode == 0, done.stderr
     assert "imported: []" in done.stdout
     assert (tmp_path / "r" / "predictions.png").is_file()
+
+
+def test_report_says_how_far_it_is_reading_records(fake_sweep, monkeypatch, capsys):
+    """A long record read prints progress lines off a terminal (each record counted once)."""
+    import functools
+
+    from fcnlab import progress as progress_mod
+    from fcnlab.report import runs as runs_mod
+
+    monkeypatch.setattr(progress_mod, "is_interactive", lambda: False)
+    monkeypatch.setattr(runs_mod, "Progress",
+                        functools.partial(progress_mod.Progress, delay=0, every=0))
+    found = runs_mod.find_runs(fake_sweep)
+    lines = [ln for ln in capsys.readouterr().out.splitlines()
+             if ln.startswith("report: reading run records")]
+    assert found and len(lines) == len(found) + 1  # one per record, then the closing line
+    assert f"{len(found)} runs" in lines[-1] and "done in" in lines[-1]

@@ -152,8 +152,10 @@ def test_train_dispatches_and_fcn32s_fixed_loads_the_file(tmp_path, data_dir):
     assert record["pretrained"]["sha256"] == file_sha256(path)
     assert record["pretrained"]["copied"] == 30
     assert record["pretrained"]["preprocess_warning"] is None  # both torchvision
+    # The sidecar says torchvision; a caffe run is refused unless the mismatch is allowed.
     cfg = compose_cfg("train", ["model=fcn32s_fixed", f"model.pretrained={path}",
-                                "data.datamodule.preprocess=caffe", "trainer.max_steps=2"],
+                                "data.datamodule.preprocess=caffe", "trainer.max_steps=2",
+                                "model.allow_preprocess_mismatch=true"],
                       tmp_path / "caffe", data_dir=data_dir)
     record = train(cfg)
     GlobalHydra.instance().clear()

@@ -73,6 +73,26 @@ def write_json_atomic(path: Path, payload: dict) -> None:
     os.replace(tmp, path)
 
 
+def evaluated_on(trainer: L.Trainer, stage: str) -> dict:
+    """Which data an evaluation scored: the data set's own name of the split and its image count.
+
+    The stage (``val``: every interval during training; ``test``: ``test=true``) says *when* a
+    split is scored, not *which* one: SegNet's Table 3 is scored on CamVid **test** at every
+    budget (docs/reference.md §1), so its preset evaluates that split in the val stage, and the
+    record says so (``data_split: test``, ``images: 233``) for the report to check.
+    """
+    out: dict = {}
+    names = getattr(trainer.datamodule, "split_names", None) if trainer.datamodule else None
+    if callable(names):
+        out["data_split"] = names().get(stage)
+    loaders = trainer.val_dataloaders if stage == "val" else trainer.test_dataloaders
+    loader = loaders[0] if isinstance(loaders, (list, tuple)) and loaders else loaders
+    dataset = getattr(loader, "dataset", None)
+    if dataset is not None and hasattr(dataset, "__len__"):
+        out["images"] = len(dataset)  # the whole split, on every DDP rank
+    return out
+
+
 class RunRecord(L.Callback):
     """Collects every evaluation of a run and keeps ``results.json`` up to date.
 
@@ -124,11 +144,15 @@ class RunRecord(L.Callback):
         if trainer.sanity_checking:
             return
         if "val" in pl_module.last_scores:  # on every rank: the scores are synced
-            self.add_evaluation("val", trainer.global_step, pl_module.last_scores.pop("val"))
+            scores = pl_module.last_scores.pop("val")
+            self.add_evaluation("val", trainer.global_step,
+                                {**scores, **evaluated_on(trainer, "val")})
 
     def on_test_end(self, trainer: L.Trainer, pl_module) -> None:
         if "test" in pl_module.last_scores:
-            self.add_evaluation("test", trainer.global_step, pl_module.last_scores.pop("test"))
+            scores = pl_module.last_scores.pop("test")
+            self.add_evaluation("test", trainer.global_step,
+                                {**scores, **evaluated_on(trainer, "test")})
 
     def last(self, split: str) -> dict | None:
         evals = [e for e in self.record["evaluations"] if e["split"] == split]

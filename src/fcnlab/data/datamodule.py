@@ -221,7 +221,12 @@ class SegmentationDataModule(L.LightningDataModule):
         common = dict(collate_fn=collate, num_workers=self.num_workers,
                       pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0)
         if train:
-            return ResumableLoader(dataset, batch_size=batch_size, seed=self.seed, **common)
+            # With gradient accumulation every epoch is a whole number of SGD iterations
+            # (EpochSampler); the trainer is attached to the data module by Lightning.
+            trainer = getattr(self, "trainer", None)
+            steps = int(getattr(trainer, "accumulate_grad_batches", 1) or 1)
+            return ResumableLoader(dataset, batch_size=batch_size, seed=self.seed,
+                                   batches_per_step=steps, **common)
         # Its own generator: creating an iterator draws a seed from it, never from the global
         # RNG, so evaluations cannot shift the training's dropout masks (resume parity).
         return DataLoader(dataset, batch_size=batch_size, sampler=ShardSampler(len(dataset)),

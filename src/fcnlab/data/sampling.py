@@ -33,8 +33,10 @@ def _rank_world() -> tuple[int, int]:
 class EpochSampler(Sampler[int]):
     """Shuffled (or sequential) indices per epoch, this process's shard, from a start batch."""
 
-    def __init__(self, size: int, *, seed: int, batch_size: int, shuffle: bool = True):
+    def __init__(self, size: int, *, seed: int, batch_size: int, shuffle: bool = True,
+                 batches_per_step: int = 1):
         self.size, self.seed, self.batch_size, self.shuffle = size, seed, batch_size, shuffle
+        self.batches_per_step = batches_per_step
         self.epoch = 0
         self.start_batch = 0
 
@@ -47,7 +49,15 @@ class EpochSampler(Sampler[int]):
         rank, world = _rank_world()
         # Equal whole batches on every process (training drops the remainder, as drop_last does).
         per_rank = (self.size // world) // self.batch_size * self.batch_size
-        return order[rank::world][:per_rank]
+        shard = order[rank::world][:per_rank]
+        step = self.batch_size * self.batches_per_step
+        if self.batches_per_step > 1 and shard and len(shard) % step:
+            # Gradients accumulated over k batches (Caffe's iter_size): Lightning steps the
+            # optimizer at the end of an epoch even if fewer than k batches were accumulated, so
+            # the epoch is made a whole number of steps by continuing from the start of its own
+            # order, as Caffe's data layer simply wraps around (it has no epochs).
+            shard = [shard[i % len(shard)] for i in range(-(-len(shard) // step) * step)]
+        return shard
 
     def sample_seed(self, index: int) -> int:
         """The augmentation seed of sample ``index`` in this epoch: a function of (seed, epoch,
@@ -69,9 +79,10 @@ class EpochSampler(Sampler[int]):
 class ResumableLoader(DataLoader):
     """The training loader: :class:`EpochSampler` order and a resumable position."""
 
-    def __init__(self, dataset, *, batch_size: int, seed: int, shuffle: bool = True, **kwargs):
+    def __init__(self, dataset, *, batch_size: int, seed: int, shuffle: bool = True,
+                 batches_per_step: int = 1, **kwargs):
         self.epoch_sampler = EpochSampler(len(dataset), seed=seed, batch_size=batch_size,
-                                          shuffle=shuffle)
+                                          shuffle=shuffle, batches_per_step=batches_per_step)
         # Its own generator: worker seeds are drawn from it, never from the global RNG, so
         # starting an iterator does not shift the dropout masks of the training step.
         kwargs.setdefault("generator", torch.Generator().manual_seed(seed))

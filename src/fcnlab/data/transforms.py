@@ -9,18 +9,15 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from fcnlab.conventions import (  # noqa: F401  (re-exported)
+    CAFFE_MEAN_BGR,
+    IMAGENET_MEAN_RGB,
+    IMAGENET_STD_RGB,
+    PREPROCESS_MODES,
+)
 from fcnlab.errors import ConfigError
 
-# Caffe-converted VGG-16 (and the FCN heavy protocol, docs/reference.md §3): BGR order, 0-255 scale,
-# per-channel mean subtracted, no std division. Mean in B, G, R order, from the FCN reference code.
-CAFFE_MEAN_BGR = (104.00699, 116.66877, 122.67892)
-
-# torchvision ImageNet weights: RGB order, scaled to [0, 1], then normalised with these statistics
-# (the values quoted in the torchvision model documentation).
-IMAGENET_MEAN_RGB = (0.485, 0.456, 0.406)
-IMAGENET_STD_RGB = (0.229, 0.224, 0.225)
-
-PREPROCESS_MODES = ("caffe", "torchvision")
+# The numbers live in fcnlab.conventions (the models package folds them into conv1_1 too).
 
 _CAFFE_MEAN = np.array(CAFFE_MEAN_BGR, dtype=np.float32)
 _TV_MEAN = np.array(IMAGENET_MEAN_RGB, dtype=np.float32)

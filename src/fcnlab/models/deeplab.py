@@ -5,6 +5,9 @@ What makes this the paper's network and not a look-alike:
 
 * ``conv1_1`` padded by 1; pool1–3 are 3×3 stride 2 pad 1; pool4 and pool5 are 3×3 stride **1**
   pad 1, so the output stride stays 8; conv5_* are dilated by 2 (the "hole" algorithm).
+* ``pool5a``: a 3×3 stride-1 pad-1 **average** pool between pool5 and ``fc6``. Both copies of the
+  released train.prototxt have it; the paper does not mention it; it has no parameters
+  (docs/reference.md §2). ``pool5a=False`` leaves it out.
 * ``fc6``: 3×3, dilation 12, padding 12, 1024 channels (the "large field of view"); ``fc7``: 1×1,
   1024; ReLU and dropout 0.5 after both; ``fc8``: 1×1 to K, initialised N(0, 0.01²), bias 0
   (the prototxt's ``fc8_voc12``).
@@ -30,6 +33,7 @@ TRAIN_ON = ("upsampled", "subsampled_labels")
 # (kernel, stride, padding) per block: pool1-3 halve, pool4-5 keep the size.
 LARGEFOV_POOLS = ((3, 2, 1),) * 3 + ((3, 1, 1),) * 2
 LARGEFOV_DILATIONS = (1, 1, 1, 1, 2)
+LARGEFOV_POOL5A = (3, 1, 1)  # (kernel, stride, padding) of the released prototxt's pool5a
 LARGEFOV_FC6_DILATION = 12
 LARGEFOV_FC_CHANNELS = 1024
 FC8_INIT_STD = 0.01
@@ -56,6 +60,7 @@ class DeepLabLargeFOV(nn.Module):
             layer (DeepLab's upsampler) uses align_corners=True semantics; the default False is a
             named choice (PyTorch's half-pixel convention).
         pool_ceil_mode: Caffe rounding of pooled sizes (see the module docstring).
+        pool5a: the released prototxt's 3×3 stride-1 average pool before ``fc6`` (default on).
     """
 
     def __init__(
@@ -69,6 +74,7 @@ class DeepLabLargeFOV(nn.Module):
         train_on: str = "upsampled",
         upsample_align_corners: bool = False,
         pool_ceil_mode: bool = True,
+        pool5a: bool = True,
     ):
         super().__init__()
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
@@ -84,7 +90,7 @@ class DeepLabLargeFOV(nn.Module):
             width, conv1_padding=1, batch_norm=batch_norm, fc=True, fc_channels=fc_channels,
             fc6_kernel=3, fc6_dilation=LARGEFOV_FC6_DILATION, fc6_padding=LARGEFOV_FC6_DILATION,
             dropout=dropout, pools=LARGEFOV_POOLS, dilations=LARGEFOV_DILATIONS,
-            ceil_mode=bool(pool_ceil_mode),
+            ceil_mode=bool(pool_ceil_mode), fc6_input_pool=LARGEFOV_POOL5A if pool5a else None,
         )
         self.fc8 = nn.Conv2d(self.trunk.out_channels["fc7"], num_classes, 1)
         nn.init.normal_(self.fc8.weight, std=FC8_INIT_STD)

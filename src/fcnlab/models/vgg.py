@@ -62,6 +62,9 @@ class VGG16(nn.Module):
         return_indices: keep every pool's argmax indices (for max-unpooling decoders).
         ceil_mode: round pooled sizes up as Caffe does (the default, as released); ``False`` is
             PyTorch's floor rounding.
+        fc6_input_pool: ``(kernel, stride, padding)`` of a parameter-free average pool between
+            ``pool5`` and ``fc6`` (DeepLab-LargeFOV's ``pool5a``), or None. Caffe's AVE pooling
+            divides by the whole window, padding included (``count_include_pad=True``).
     """
 
     def __init__(
@@ -81,6 +84,7 @@ class VGG16(nn.Module):
         dilations: Sequence[int] = (1,) * 5,
         return_indices: bool = False,
         ceil_mode: bool = True,
+        fc6_input_pool: Sequence[int] | None = None,
     ):
         super().__init__()
         self.width = check_width(width)
@@ -103,6 +107,11 @@ class VGG16(nn.Module):
             self._add(f"pool{b}", nn.MaxPool2d(k, s, p, ceil_mode=ceil_mode,
                                                      return_indices=return_indices))
         self.out_channels = {f"pool{b}": scaled(c, width) for b, (c, _) in enumerate(VGG16_BLOCKS, 1)}
+        self.has_fc6_input_pool = fc and fc6_input_pool is not None
+        if self.has_fc6_input_pool:
+            k, s, p = fc6_input_pool
+            self._add("pool5a", nn.AvgPool2d(k, s, p, ceil_mode=ceil_mode,
+                                             count_include_pad=True))
         if fc:
             fc_ch = scaled(fc_channels, width)
             drop = nn.Dropout if dropout_kind == "element" else nn.Dropout2d
@@ -152,6 +161,8 @@ class VGG16(nn.Module):
                 x = getattr(self, f"pool{b}")(x)
             out[f"pool{b}"] = x
         if self.has_fc:
+            if self.has_fc6_input_pool:
+                x = self.pool5a(x)
             x = self.drop6(self.conv_bn_relu("fc6", x))
             x = self.drop7(self.conv_bn_relu("fc7", x))
             out["fc7"] = x

@@ -27,7 +27,7 @@ tables), ``protocol`` (commands, machines, protocol differences), ``plots``, ``p
 
 from fcnlab.report.build import build_report
 from fcnlab.report.cli import main
-from fcnlab.report.fcn_table import fcn_section
+from fcnlab.report.fcn_table import fcn_section, fcn_sections
 from fcnlab.report.formatting import DASH, Notes, fmt, fmt_iter, fmt_paper, md_table
 from fcnlab.report.plots import PLOT_METRICS, write_plots
 from fcnlab.report.predictions import read_index, write_predictions
@@ -48,7 +48,8 @@ from fcnlab.report.tables import CSV_FIELDS, CSV_METRICS, Section, choose_tables
 __all__ = [
     "CRF_ROW", "CSV_FIELDS", "CSV_METRICS", "DASH", "MAX_DEPTH", "PLOT_METRICS", "RESULTS_FILE",
     "Notes", "Run", "Section", "at_iteration", "best_by_mean_iou", "build_report",
-    "choose_tables", "evaluations", "fcn_section", "find_runs", "fmt", "fmt_iter", "fmt_paper",
+    "choose_tables", "evaluations", "fcn_section", "fcn_sections", "find_runs", "fmt",
+    "fmt_iter", "fmt_paper",
     "main", "md_table", "other_section", "protocol_items", "protocol_section", "read_index",
     "segnet_section", "unstarted_jobs", "write_plots", "write_predictions",
 ]

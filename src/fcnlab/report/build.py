@@ -11,7 +11,7 @@ import csv
 import io
 from pathlib import Path
 
-from fcnlab.report.fcn_table import fcn_section
+from fcnlab.report.fcn_table import fcn_sections
 from fcnlab.report.plots import write_plots
 from fcnlab.report.predictions import write_predictions
 from fcnlab.report.protocol import protocol_section
@@ -40,8 +40,8 @@ def build_report(sweep: Path, table: str = "auto", split: str = "val",
     features = [r for r in runs + unstarted if r.is_pretrain]
     everyone = [r for r in runs + unstarted if not r.is_pretrain]
     keys = choose_tables(everyone, table)
-    sections = [fcn_section(everyone, split) if k == "fcn" else segnet_section(everyone, split)
-                for k in keys]
+    sections = [s for k in keys for s in (
+        fcn_sections(everyone, split) if k == "fcn" else [segnet_section(everyone, split)])]
     in_tables = {id(r) for s in sections for r in s.runs}
     others = other_section([r for r in everyone if id(r) not in in_tables], split)
     if others:

@@ -69,7 +69,7 @@ FCN_TABLE2 = PaperTable(
     decimals=1,
     protocol={
         "data": "SBD train (8,498 images), evaluated on VOC2011 seg11valid (736 images)",
-        "split": "val (seg11valid)",
+        "split": "seg11valid (736 images)",
         "width": "1 (full VGG16)",
         "iterations": "not stated per net in Table 2 (the later heavy reference protocol: "
                       "100K per stage, 300K at-once)",
@@ -92,6 +92,35 @@ FCN_TABLE2 = PaperTable(
 FCN_HEAVY_MEAN_IU = {"fcn32s": 63.6, "fcn16s": 65.0, "fcn8s": 65.5, "fcn8s_atonce": 65.4}
 FCN_HEAVY_SOURCE = ("the authors' later 'heavy' reference training (shelhamer/"
                     "fcn.berkeleyvision.org), mean IU on seg11valid, as quoted in docs/reference.md §1")
+
+# What runs made with experiment=fcn_heavy_paper (protocol: fcn_heavy) are compared with: the
+# released models of that protocol, which print mean IU only (fcn-code README.md).
+FCN_HEAVY = PaperTable(
+    key="fcn",
+    title="FCN heavy reference models (fcn-code README.md): mean IU on PASCAL VOC2011 seg11valid",
+    source=FCN_HEAVY_SOURCE,
+    metrics=("pixel_acc", "mean_acc", "mean_iou", "fw_iou"),
+    rows={m: PaperRow(label, scores={"mean_iou": FCN_HEAVY_MEAN_IU[m]}) for m, label in (
+        ("fcn32s", "FCN-32s"), ("fcn16s", "FCN-16s"), ("fcn8s", "FCN-8s"),
+        ("fcn8s_atonce", "FCN-8s at-once"))},
+    decimals=1,
+    protocol={
+        "data": "SBD train (8,498 images), evaluated on VOC2011 seg11valid (736 images)",
+        "split": "seg11valid (736 images)",
+        "width": "1 (full VGG16)",
+        "iterations": "100K per stage (300K at-once), evaluated every 4,000",
+        "batch_size": "1",
+        "image_size": "whole VOC images (up to 500x500), not resized",
+        "optimizer": "SGD momentum 0.99, lr 1e-10 / 1e-12 / 1e-14 (32s / 16s / 8s; 1e-10 "
+                     "at-once), weight decay 5e-4, biases 2x lr without decay",
+        "pretrained": "ImageNet VGG16 (Caffe); FCN-16s from FCN-32s, FCN-8s from FCN-16s",
+        "batch_norm": "none",
+        "bn_recompute": "no (no BN)",
+        "preprocess": "Caffe: BGR, 0-255, mean subtracted",
+        "loss": "sum over pixels",
+        "mean_over": "FCN's score.py: nanmean over classes (union_present)",
+    },
+)
 # wkentaro/pytorch-fcn's PyTorch port of the heavy protocol, mean IU (docs/reference.md §1).
 PYTORCH_FCN_MEAN_IU = {"fcn32s": 62.84, "fcn16s": 64.91, "fcn8s": 65.49, "fcn8s_atonce": 64.74}
 
@@ -146,7 +175,7 @@ SEGNET_TABLE3 = PaperTable(
     protocol={
         "data": "CamVid: trained on a 3,433-image road-scene corpus (never released), "
                 "tested on CamVid test (233 images, 11 classes)",
-        "split": "test (CamVid test)",
+        "split": "test (CamVid test, 233 images)",
         "width": "1 (full VGG16 trunk)",
         "iterations": "budgets 40K and 80K, then the best point after 80K (max iter "
                       "140K-260K per network)",
@@ -165,6 +194,16 @@ SEGNET_TABLE3 = PaperTable(
 )
 
 TABLES: dict[str, PaperTable] = {"fcn": FCN_TABLE2, "segnet": SEGNET_TABLE3}
+# The experiments' ``protocol`` key -> the reference their FCN runs are compared with; anything
+# else (the CVPR protocol, the embedded tables, no key) is compared with Table 2.
+FCN_REFERENCES: dict[str, PaperTable] = {"fcn_heavy": FCN_HEAVY}
+
+
+def reference_table(key: str, protocol: str | None) -> PaperTable:
+    """The paper table a run of table ``key`` made with ``protocol`` is compared with."""
+    if key == "fcn":
+        return FCN_REFERENCES.get(str(protocol), FCN_TABLE2)
+    return TABLES[key]
 
 
 def table_of_model(model: str) -> str | None:

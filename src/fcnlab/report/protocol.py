@@ -3,9 +3,10 @@ recorded settings differ from the paper's protocol."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
-from fcnlab.report.paper_tables import TABLES, table_of_model
+from fcnlab.report.paper_tables import PaperTable, reference_table, table_of_model
 from fcnlab.report.formatting import DASH, md_table
 from fcnlab.report.runs import Run, _get
 
@@ -60,6 +61,19 @@ def _commit(run: Run) -> str:
     return c["sha"][:10] + ("+dirty" if c.get("dirty") else "")
 
 
+def _evaluated_split(run: Run, split: str) -> str:
+    """The data split the run's ``split`` evaluations scored, as its record names it
+    (``evaluations[].data_split``: e.g. CamVid ``test`` scored in the val stage, or the stem of
+    a list file such as seg11valid.txt), with the image count; the stage name for older records."""
+    evs = [e for e in (run.record or {}).get("evaluations") or [] if e.get("split") == split]
+    named = [e for e in evs if e.get("data_split")]
+    if not named:
+        return split
+    e = named[-1]
+    name = Path(str(e["data_split"])).stem if "/" in str(e["data_split"]) else str(e["data_split"])
+    return f"{name} ({e['images']} images)" if e.get("images") else name
+
+
 def protocol_items(run: Run, split: str) -> dict[str, str]:
     """What each protocol item was for this run, read from its record."""
     cfg = run.config
@@ -76,6 +90,9 @@ def protocol_items(run: Run, split: str) -> dict[str, str]:
     elif run.status != "finished":
         iters += "; no evaluation"
     batch = str(dm.get("batch_size", DASH))
+    accumulate = _get(cfg, "trainer.accumulate_grad_batches")
+    if isinstance(accumulate, int) and accumulate > 1:
+        batch += f" x {accumulate} accumulated"
     devices = _get(cfg, "trainer.devices")
     if isinstance(devices, int) and devices > 1:
         batch += f" x {devices} devices"
@@ -91,7 +108,7 @@ def protocol_items(run: Run, split: str) -> dict[str, str]:
             optimizer = f"{optimizer.split(',')[0]}, lr {pre['lr']} (pretrain.lr)"
     return {
         "data": str((run.record or {}).get("data", DASH)),
-        "split": split,
+        "split": _evaluated_split(run, split),
         "width": str(_get(cfg, "model.net.width", DASH)),
         "iterations": iters,
         "batch_size": batch,
@@ -123,7 +140,20 @@ def _same_as_paper(key: str, ours: str, paper: str) -> bool:
             return float(ours) == 1.0
         except ValueError:
             return False
-    if key in ("batch_size", "image_size", "split"):
+    if key == "batch_size":
+        factors = [f for f in ours.replace(" accumulated", "").split(" x ")]
+        if all(f.strip().isdigit() for f in factors):
+            total = 1
+            for f in factors:
+                total *= int(f)
+            return paper.split(" ")[0] == str(total)  # 1 x 20 accumulated is a batch of 20
+        return paper == ours
+    if key == "split":  # "test (233 images)" against "test (CamVid test, 233 images)"
+        name, _, count = ours.partition(" (")
+        count = count.rstrip(")")
+        return paper.split(" (")[0] == name and (
+            not count or re.search(rf"(?<![\d,]){re.escape(count)}", paper) is not None)
+    if key == "image_size":
         return paper == ours or paper.startswith(f"{ours} (")
     if key == "batch_norm":
         return (ours, paper) == ("False", "none") or (ours == "True" and paper.startswith("BN"))
@@ -151,30 +181,40 @@ def protocol_section(runs: list[Run], tables: list[str], split: str) -> str:
     for key in tables:
         if key == "other":
             continue
-        table = TABLES[key]
         members = [r for r in recorded if table_of_model(r.model or "") == key]
         if not members:
             continue
-        lines = []
-        for item, label in _PROTOCOL_LABELS.items():
-            values: dict[str, list[str]] = {}
-            for r in members:
-                values.setdefault(protocol_items(r, split)[item], []).append(r.name)
-            paper = table.protocol.get(item, "not stated")
-            if len(values) == 1:
-                ours = f"`{next(iter(values))}` (all runs)"
-            else:
-                ours = "; ".join(f"`{v}` ({', '.join(names)})" for v, names in values.items())
-            same = all(_same_as_paper(item, v, paper) for v in values)
-            if not same:
-                lines.append(f"- **{label}**: ours {ours}; paper: {paper}")
-        for item in set(table.protocol) - set(_PROTOCOL_LABELS):
-            lines.append(f"- **{item.replace('_', ' ')}**: not recorded by our runs; paper: "
-                         f"{table.protocol[item]}")
-        lines.append("- **machine and wall time**: per run in the table above; "
-                     "**commit**: " + ", ".join(sorted({_commit(r) for r in members})))
-        parts += [f"## Protocol differences ({table.title.split(':')[0]})",
-                  "Read from the run records (`results.json` config), against the paper's "
-                  "protocol (docs/reference.md §1, §3):", "\n".join(lines)]
+        # FCN runs of the heavy protocol are compared with its own reference, not Table 2.
+        by_reference: dict[str, tuple] = {}
+        for r in members:
+            ref = reference_table(key, r.protocol)
+            by_reference.setdefault(ref.title, (ref, []))[1].append(r)
+        for table, group in by_reference.values():
+            parts += _differences(table, group, split)
     return "\n\n".join(parts)
+
+
+def _differences(table: PaperTable, members: list[Run], split: str) -> list[str]:
+    """The protocol items where ``members`` differ from ``table``'s paper protocol."""
+    lines = []
+    for item, label in _PROTOCOL_LABELS.items():
+        values: dict[str, list[str]] = {}
+        for r in members:
+            values.setdefault(protocol_items(r, split)[item], []).append(r.name)
+        paper = table.protocol.get(item, "not stated")
+        if len(values) == 1:
+            ours = f"`{next(iter(values))}` (all runs)"
+        else:
+            ours = "; ".join(f"`{v}` ({', '.join(names)})" for v, names in values.items())
+        same = all(_same_as_paper(item, v, paper) for v in values)
+        if not same:
+            lines.append(f"- **{label}**: ours {ours}; paper: {paper}")
+    for item in set(table.protocol) - set(_PROTOCOL_LABELS):
+        lines.append(f"- **{item.replace('_', ' ')}**: not recorded by our runs; paper: "
+                     f"{table.protocol[item]}")
+    lines.append("- **machine and wall time**: per run in the table above; "
+                 "**commit**: " + ", ".join(sorted({_commit(r) for r in members})))
+    return [f"## Protocol differences ({table.title.split(':')[0]})",
+            "Read from the run records (`results.json` config), against the paper's "
+            "protocol (docs/reference.md §1, §3):", "\n".join(lines)]
 

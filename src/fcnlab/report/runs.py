@@ -11,6 +11,8 @@ from pathlib import Path
 
 import yaml
 
+from fcnlab.progress import Progress
+
 RESULTS_FILE = "results.json"  # fcnlab.callbacks.records.RESULTS_FILE (not imported: it pulls in Lightning)
 MAX_DEPTH = 3
 PRETRAIN_MODEL = "vgg16_classifier"  # conf/model/vgg16_classifier.yaml (task: pretrain)
@@ -39,6 +41,12 @@ class Run:
     def is_pretrain(self) -> bool:
         """A VGG16 classifier job (fcnlab.tasks.pretrain) of the sweep: features, not a table row."""
         return (self.record or {}).get("task") == "pretrain" or self.model == PRETRAIN_MODEL
+
+    @property
+    def protocol(self) -> str | None:
+        """The experiment's ``protocol`` key (fcn_cvpr, fcn_heavy, segnet_table3), or None."""
+        value = self.config.get("protocol")
+        return str(value) if value else None
 
     def budgets(self) -> list[int] | None:
         budgets = self.config.get("budgets")
@@ -113,16 +121,20 @@ def find_runs(sweep: Path, skip: Path | None = None) -> list[Run]:
     sweep = sweep.resolve()
     skip = skip.resolve() if skip else None
     runs = []
-    for root, dirs, files in os.walk(sweep):
-        here = Path(root)
-        depth = len(here.relative_to(sweep).parts)
-        dirs[:] = sorted(d for d in dirs if d not in (".hydra", "checkpoints", "csv", "plots")
-                         and (skip is None or (here / d).resolve() != skip))
-        if depth >= MAX_DEPTH:
-            dirs[:] = []
-        if RESULTS_FILE in files or (here / ".hydra").is_dir():
-            runs.append(_read_run(sweep, here))
-            dirs[:] = []  # a job's own sub-folders are not jobs
+    # A sweep of many seeds on a network file system reads hundreds of records: say how far it is
+    # (nothing for a report that takes under two seconds; plain lines in a log file).
+    with Progress(f"report: reading run records under {sweep.name}", unit="runs") as progress:
+        for root, dirs, files in os.walk(sweep):
+            here = Path(root)
+            depth = len(here.relative_to(sweep).parts)
+            dirs[:] = sorted(d for d in dirs if d not in (".hydra", "checkpoints", "csv", "plots")
+                             and (skip is None or (here / d).resolve() != skip))
+            if depth >= MAX_DEPTH:
+                dirs[:] = []
+            if RESULTS_FILE in files or (here / ".hydra").is_dir():
+                runs.append(_read_run(sweep, here))
+                progress.update()
+                dirs[:] = []  # a job's own sub-folders are not jobs
     return runs
 
 

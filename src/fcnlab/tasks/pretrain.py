@@ -32,7 +32,8 @@ about 0.5 s, so the default 400 iterations take a few minutes.
 
 The weights expect the preprocessing they were trained with (``data.datamodule.preprocess``:
 ``torchvision`` at embedded scale); it is recorded in ``results.json`` and in the sidecar
-``vgg16_classifier.pt.json``, from which the FCN run warns on a mismatch.
+``vgg16_classifier.pt.json``, from which the FCN run refuses a mismatch (unless
+``model.allow_preprocess_mismatch=true``).
 """
 
 from __future__ import annotations

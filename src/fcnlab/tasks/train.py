@@ -127,8 +127,12 @@ def train(cfg: DictConfig) -> dict:
         check_size(datamodule.image_size)
     pretrained = None
     if cfg.model.get("pretrained"):  # ImageNet VGG16 (or the embedded recipe's) -> the trunk
-        pretrained = load_pretrained_trunk(module.net, cfg.model.pretrained,
-                                           preprocess=cfg.data.datamodule.get("preprocess"))
+        # Refused before any copy if the weights' input convention is unknown or not the data's
+        # preprocess, unless allowed (then recorded as preprocess_warning; docs/reference.md §6).
+        pretrained = load_pretrained_trunk(
+            module.net, cfg.model.pretrained, preprocess=cfg.data.datamodule.get("preprocess"),
+            declared=cfg.model.get("pretrained_preprocess"),
+            allow_mismatch=bool(cfg.model.get("allow_preprocess_mismatch", False)))
     init_report = None
     if cfg.model.get("init_from"):  # a previous stage: overrides the trunk too
         init_report = load_init_weights(module.net, cfg.model.init_from)

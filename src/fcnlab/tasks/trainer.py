@@ -285,6 +285,7 @@ def build_trainer(cfg: DictConfig, *, callbacks: Iterable[L.Callback] = (),
     if (trainer_cfg.get("enable_progress_bar") is None and not is_interactive()
             and not any(isinstance(c, ProgressBar) for c in chosen)):
         progress["enable_progress_bar"] = False
+    _iterations_to_batches(trainer_cfg, overrides)
     logger_cfg, wandb_id = _logger_group(cfg, model_name)
     trainer = instantiate(
         trainer_cfg, callbacks=chosen, logger=instantiate_all(logger_cfg, "logger") or False,
@@ -293,6 +294,28 @@ def build_trainer(cfg: DictConfig, *, callbacks: Iterable[L.Callback] = (),
     # The ranks are known once the Trainer exists (its strategy's set_world_ranks).
     _keep_wandb_id(trainer, Path(cfg.paths.output_dir), wandb_id)
     return trainer
+
+
+def _iterations_to_batches(trainer_cfg: dict, overrides: dict) -> None:
+    """Keep ``val_check_interval`` in SGD iterations when gradients are accumulated.
+
+    fcnlab counts training in iterations, one optimizer step each (``max_steps``, ``budgets``,
+    the records' ``iteration`` are all ``trainer.global_step``), as Caffe's solvers count them
+    with ``iter_size`` (docs/reference.md §3). Lightning counts ``val_check_interval`` in
+    *batches*, so with ``accumulate_grad_batches: k`` (FCN's CVPR batch of 20 as 20 whole images
+    of batch 1) the trainer is given k times the configured number, and an evaluation still falls
+    every ``val_check_interval`` iterations.
+    """
+    k = trainer_cfg.get("accumulate_grad_batches", 1)
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+        raise ConfigError(f"trainer.accumulate_grad_batches: expected a positive int, got {k!r}")
+    for source in (overrides, trainer_cfg):
+        interval = source.get("val_check_interval")
+        if isinstance(interval, int) and not isinstance(interval, bool) and k > 1:
+            source["val_check_interval"] = interval * k
+            break
+        if interval is not None:
+            break
 
 
 # ----------------------------------------------------------------------------- the run
