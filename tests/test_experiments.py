@@ -34,9 +34,10 @@ FCN_HEAVY_LR = {"fcn32s": 1e-10, "fcn16s": 1e-12, "fcn8s": 1e-14, "fcn8s_atonce"
 FCN_CVPR_LR = {"fcn32s_fixed": 1e-4, "fcn32s": 1e-4, "fcn16s": 1e-6, "fcn8s": 1e-8}
 SEGNET_MODELS = ["segnet", "deeplab_largefov", "fcn_bilinear", "fcn_learnt_deconv", "deconvnet"]
 ABSENT = "<absent>"  # the key is not in the job's config
-FEATURES = "{sweep}/vgg16_classifier/vgg16_classifier.pt"  # the embedded sweep's first job
-STAGES = {"fcn16s": "{sweep}/fcn32s/checkpoints/last.ckpt",
-          "fcn8s": "{sweep}/fcn16s/checkpoints/last.ckpt"}
+# the embedded sweep's first job, of the same seed
+FEATURES = "{sweep}/vgg16_classifier/seed0/vgg16_classifier.pt"
+STAGES = {"fcn16s": "{sweep}/fcn32s/seed0/checkpoints/last.ckpt",
+          "fcn8s": "{sweep}/fcn16s/seed0/checkpoints/last.ckpt"}
 EMBEDDED = {"model.net.width": 0.125, "data.name": "synthetic",
             "data.datamodule.preprocess": "torchvision", "optim.optimizer._target_":
             "torch.optim.Adam", "optim.optimizer.lr": 1e-3, "optim.optimizer.weight_decay": 0.0,
@@ -132,7 +133,7 @@ def test_every_table_job_composes_to_its_pinned_values(tmp_path, name, model):
     cfg = compose_cfg("train", [f"experiment={name}", f"model={model}"], tmp_path, debug=None,
                       keep_hydra=True)
     sweep = tmp_path / "logs" / "tables" / SWEEPS[name]["folder"]
-    assert cfg.hydra.sweep.dir == str(sweep) and cfg.hydra.sweep.subdir == model
+    assert cfg.hydra.sweep.dir == str(sweep) and cfg.hydra.sweep.subdir == f"{model}/seed0"
     assert cfg.hydra.sweeper.params.model == ",".join(SWEEPS[name]["models"])
     plain = OmegaConf.to_container(cfg, resolve=True)  # every interpolation resolves
     want = _expected(name, model, tmp_path / "data", sweep)
@@ -167,8 +168,8 @@ def _report(sweep: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def _record(sweep: Path, model: str) -> dict:
-    return json.loads((sweep / model / "results.json").read_text())
+def _record(sweep: Path, model: str, seed: int = 0) -> dict:
+    return json.loads((sweep / model / f"seed{seed}" / "results.json").read_text())
 
 
 def test_fcn_table_staged_chain_in_one_multirun(tmp_path, data_dir):
@@ -183,8 +184,8 @@ def test_fcn_table_staged_chain_in_one_multirun(tmp_path, data_dir):
     sha = pre["classifier"]["sha256"]
     for model in ("fcn32s_fixed", "fcn32s"):
         assert _record(sweep, model)["pretrained"]["sha256"] == sha
-    assert _record(sweep, "fcn16s")["init_from"].endswith("fcn32s/checkpoints/last.ckpt")
-    assert _record(sweep, "fcn8s")["init_from"].endswith("fcn16s/checkpoints/last.ckpt")
+    assert _record(sweep, "fcn16s")["init_from"].endswith("fcn32s/seed0/checkpoints/last.ckpt")
+    assert _record(sweep, "fcn8s")["init_from"].endswith("fcn16s/seed0/checkpoints/last.ckpt")
     assert _record(sweep, "fcn16s")["init_copied"] > 0 and _record(sweep, "fcn8s")["init_copied"]
     rows = _report(sweep)
     for model in ("fcn32s_fixed", "fcn32s", "fcn16s", "fcn8s"):
@@ -198,7 +199,7 @@ def test_fcn_table_staged_chain_in_one_multirun(tmp_path, data_dir):
 
     # Re-running the command finishes the sweep: the classifier is not trained again (the
     # FCN-32s runs were initialised from this one), and its file stays the same.
-    classifier = sweep / "vgg16_classifier" / "vgg16_classifier.pt"
+    classifier = sweep / "vgg16_classifier" / "seed0" / "vgg16_classifier.pt"
     stamp = classifier.stat().st_mtime_ns
     _sweep(tmp_path, data_dir, args)
     assert classifier.stat().st_mtime_ns == stamp

@@ -80,7 +80,7 @@ def _report(sweep: Path) -> tuple[str, list[dict]]:
 
 
 def _record(sweep: Path, model: str) -> dict:
-    record = json.loads((sweep / model / "results.json").read_text())
+    record = json.loads((sweep / model / "seed0" / "results.json").read_text())
     assert record["status"] == "finished", record.get("error")
     return record
 
@@ -116,7 +116,7 @@ def test_fcn_table_paper_is_the_cvpr_protocol(tmp_path, voc_tree):
     (e,) = _evals(record)
     assert e["iteration"] == 1 and Path(e["data_split"]).name == "seg11valid.txt"
     assert e["images"] == 2
-    losses = [r for r in csv.DictReader(open(sweep / "fcn32s" / "csv" / "metrics.csv"))
+    losses = [r for r in csv.DictReader(open(sweep / "fcn32s" / "seed0" / "csv" / "metrics.csv"))
               if r.get("train/loss")]
     assert [int(r["step"]) for r in losses] == [0]  # one optimizer step logged
     md, rows = _report(sweep)
@@ -174,7 +174,7 @@ def test_segnet_table_paper_scores_camvid_test_at_every_budget(tmp_path, camvid_
         assert [e["iteration"] for e in evals] == [2, 4, 6]
         assert {(e["data_split"], e["images"]) for e in evals} == {("test", 3)}
         for budget in (2, 4):
-            assert (sweep / model / "checkpoints" / f"budget-{budget:06d}.ckpt").is_file()
+            assert (sweep / model / "seed0" / "checkpoints" / f"budget-{budget:06d}.ckpt").is_file()
             (row,) = [r for r in rows if r["model"] == model and r["column"] == f"budget {budget}"]
             by_iter = {e["iteration"]: e for e in evals}
             assert float(row["mean_iou"]) == pytest.approx(100 * by_iter[budget]["mean_iou"])

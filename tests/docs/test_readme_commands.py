@@ -361,8 +361,24 @@ def check_report(cmd: Command, tmp: Path, monkeypatch) -> None:
         calls.append(sweep)
         return {"markdown": "", "out": tmp, "plots": [], "predictions": None}
 
+    published = []
+
+    def fake_publish(result, dest, **kwargs):  # would write into the repository's docs/results/
+        published.append(dest)
+        return {"files": [], "dirty": False}
+
     monkeypatch.setattr(cli, "build_report", fake_build)
-    assert cli.main(_script_args(cmd, tmp)) == 0 and len(calls) == 1
+    monkeypatch.setattr(cli, "publish", fake_publish)
+    args = _script_args(cmd, tmp)
+    assert cli.main(args) == 0 and len(calls) == 1
+    assert len(published) == ("--publish" in args)
+
+
+def check_readme(cmd: Command, tmp: Path) -> None:
+    """``python -m fcnlab.report.readme [--check]``: its parser accepts the arguments; nothing is
+    rewritten (tests/docs/test_results.py compares README.md's blocks with docs/results/)."""
+    from fcnlab.report.readme import parse
+    parse(_script_args(cmd, tmp))
 
 
 def check_bench(cmd: Command, tmp: Path) -> None:
@@ -482,7 +498,8 @@ def handler(cmd: Command):
     return {
         "train.py": check_train, "eval.py": check_eval, "predict.py": check_predict,
         "export.py": check_export, "params.py": check_params, "verify.py": check_verify,
-        "-m fcnlab.report": check_report, "-m fcnlab.models.convert": check_convert,
+        "-m fcnlab.report": check_report, "-m fcnlab.report.readme": check_readme,
+        "-m fcnlab.models.convert": check_convert,
         "-m fcnlab.bench": check_bench, "make train": check_make, "make test": check_make,
         "make test-slow": check_make, "pip install": check_pip,
     }.get(entry_point(cmd), "unhandled")
@@ -682,6 +699,8 @@ BROKEN = [
     "python predict.py ckpt_path=<run>/last.ckpt",                  # input ??? left
     "python export.py ckpt_path=<run>/last.ckpt format=tflite",
     "python -m fcnlab.report <sweep> --tables fcn",
+    "python -m fcnlab.report <sweep> --allow-dirty",                # only with --publish
+    "python -m fcnlab.report.readme --write",
     "python verify.py data=vocc",
     "python -m fcnlab.bench --preset huge   # --preset tiny",
     "make tests",

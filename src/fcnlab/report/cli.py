@@ -1,12 +1,16 @@
-"""The command line: ``python -m fcnlab.report <sweep folder> [--table ...] [--out ...]``."""
+"""The command line: ``python -m fcnlab.report <sweep folder> [--table ...] [--out ...]
+[--publish docs/results/<name> [--allow-dirty]]``."""
 
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
+import time
 from pathlib import Path
 
 from fcnlab.report.build import build_report
+from fcnlab.report.publish import MANIFEST, PublishRefused, publish
 
 
 def _positive(text: str) -> int:
@@ -37,7 +41,20 @@ def main(argv: list[str] | None = None) -> int:
                         help="how many of the validation images each run wrote into "
                              "<run>/predictions/ the grid shows (default 4)")
     parser.add_argument("--no-predictions", action="store_true", help="skip predictions.png")
+    parser.add_argument("--publish", type=Path, default=None, metavar="DIR",
+                        help="then copy the report, the runs' trimmed records and a manifest "
+                             "into DIR (docs/results/<name>), which README.md's tables are "
+                             "generated from (python -m fcnlab.report.readme); refused when a "
+                             "run's commit is +dirty or the runs' commits differ")
+    parser.add_argument("--allow-dirty", action="store_true",
+                        help="with --publish: publish anyway, marked as from a dirty tree")
     args = parser.parse_args(argv)
+    if args.allow_dirty and args.publish is None:
+        parser.error("--allow-dirty only applies with --publish")
+    # What the manifest names as the command that made the published files.
+    command = shlex.join(["python", "-m", "fcnlab.report",
+                          *(sys.argv[1:] if argv is None else argv)])
+    started = time.time()
     try:
         result = build_report(args.sweep, args.table, args.split, args.out,
                               predictions=not args.no_predictions, num_images=args.images)
@@ -48,4 +65,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"written: {result['out'] / 'table.md'}, {result['out'] / 'table.csv'}, "
           f"{len(result['plots'])} plot(s) in {result['out'] / 'plots'}"
           + (f", {result['predictions']}" if result["predictions"] else ""))
+    if args.publish is not None:
+        try:
+            manifest = publish(result, args.publish, sweep=args.sweep, command=command,
+                               allow_dirty=args.allow_dirty, built_after=started)
+        except PublishRefused as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        print(f"published: {args.publish} ({len(manifest['files'])} files and {MANIFEST}"
+              + ("; from a dirty tree" if manifest["dirty"] else "") + ")")
     return 0
