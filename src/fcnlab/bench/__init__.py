@@ -14,6 +14,9 @@ machine the same command reports GPU numbers. The performance targets that a run
 
 Timings on a shared machine are noisy: compare ratios measured in one run, not across runs.
 
+On a GPU, ``scripts/gpu_check.sh`` (:mod:`fcnlab.bench.gpu_check`) times the paper-scale rows
+through the fast paths and a short full-width training run, each phase under a time limit.
+
 Options beyond the presets (``python -m fcnlab.bench --help``):
 
 * ``--rows NAME ...``: only these rows; a preset's *extra* rows run only when named:
@@ -85,6 +88,13 @@ JSON (``--out``) keys:
   ``share_pct``: the top ops of the row's profile, with ``--profile``).
 """
 
-from fcnlab.bench.suite import PRESETS, Preset, Row
-
 __all__ = ["PRESETS", "Preset", "Row"]
+
+
+def __getattr__(name: str):
+    # Imported on first use, not with the package: the suite needs Hydra, and the GPU check
+    # (fcnlab.bench.gpu_check) must start without it to say which packages a machine lacks.
+    if name in __all__:
+        from fcnlab.bench import suite
+        return getattr(suite, name)
+    raise AttributeError(f"module 'fcnlab.bench' has no attribute {name!r}")

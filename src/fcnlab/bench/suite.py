@@ -4,10 +4,11 @@ metric costs, patch-wise vs dense, and the targets they are checked against."""
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
-from functools import partial
+from functools import lru_cache, partial
 from pathlib import Path
 
 import torch
@@ -151,15 +152,22 @@ def default_data_dir() -> Path:
     return Path(env) if env else default_conf_dir().parent / "data"
 
 
-def build_net(conf_dir: Path, row: Row, num_classes: int) -> torch.nn.Module:
-    """The network ``train.py model=<row.model>`` builds, at the row's width and classes."""
+@lru_cache(maxsize=None)
+def _net_config(conf_dir: str, model: str) -> dict:
+    # Composed once per model and process: a compose costs about a second of CPU, which the
+    # fast-path variants of one model (and the GPU check's dry run) would pay per row.
     GlobalHydra.instance().clear()
     try:
-        with initialize_config_dir(config_dir=str(conf_dir.resolve()), version_base="1.3"):
-            cfg = compose("train", overrides=[f"model={row.model}"])
+        with initialize_config_dir(config_dir=conf_dir, version_base="1.3"):
+            cfg = compose("train", overrides=[f"model={model}"])
     finally:
         GlobalHydra.instance().clear()
-    net_cfg = OmegaConf.to_container(cfg.model.net, resolve=False)
+    return OmegaConf.to_container(cfg.model.net, resolve=False)
+
+
+def build_net(conf_dir: Path, row: Row, num_classes: int) -> torch.nn.Module:
+    """The network ``train.py model=<row.model>`` builds, at the row's width and classes."""
+    net_cfg = copy.deepcopy(_net_config(str(conf_dir.resolve()), row.model))
     net_cfg.update(num_classes=num_classes, width=row.width, **row.overrides)
     return instantiate(net_cfg)
 
