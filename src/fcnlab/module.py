@@ -15,8 +15,10 @@ from pathlib import Path
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.trainer.states import TrainerFn
 from torchmetrics import Metric
 
+from fcnlab.callbacks.budgets import BudgetCheckpoints
 from fcnlab.callbacks.checkpoints import rng_state, set_rng_state
 from fcnlab.config import instantiate
 from fcnlab.crf import CRFConfig, crf_predict, require_crf
@@ -27,6 +29,7 @@ from fcnlab.optim import param_groups
 
 LOSS_REDUCTIONS = ("mean", "sum")
 FAST_KEYS = ("channels_last", "compile")
+BF_EVERY = ("interval", "budgets")
 
 log = logging.getLogger(__name__)
 
@@ -129,8 +132,17 @@ class SegmentationModule(L.LightningModule):
         self.test_loss = SplitLoss()
         self.val_bf = self.test_bf = None
         if boundary is not None:
-            self.val_bf = BoundaryF1(num_classes, ignore_index=self.ignore_index, **boundary)
-            self.test_bf = BoundaryF1(num_classes, ignore_index=self.ignore_index, **boundary)
+            # every: when a training run computes BF (docs/metrics.md "BF"); not a BF option
+            boundary = dict(boundary)
+            self.bf_every = boundary.pop("every", "interval")
+            if self.bf_every not in BF_EVERY:
+                raise ConfigError(f"metrics.boundary.every: expected one of {BF_EVERY}, got "
+                                  f"{self.bf_every!r}")
+            try:
+                self.val_bf = BoundaryF1(num_classes, ignore_index=self.ignore_index, **boundary)
+                self.test_bf = BoundaryF1(num_classes, ignore_index=self.ignore_index, **boundary)
+            except (TypeError, ValueError) as e:
+                raise ConfigError(f"metrics.boundary: {e}") from None
         # The most recent computed scores per split, read by the run recorder.
         self.last_scores: dict[str, dict] = {}
 
@@ -295,7 +307,7 @@ class SegmentationModule(L.LightningModule):
         else:
             pred = crf_predict(logits, image, preprocess=self.preprocess, config=self.crf)
         scores.update(pred, target)
-        if bf is not None:
+        if bf is not None and self._bf_due():
             bf.update(pred, target)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
@@ -309,7 +321,7 @@ class SegmentationModule(L.LightningModule):
         result = scores.compute()  # one confusion matrix over the whole split, synced
         scores.reset()
         headline = {k: float(result[k]) for k in ("pixel_acc", "mean_acc", "mean_iou", "fw_iou")}
-        if bf is not None:
+        if bf is not None and self._bf_due():
             headline["bf"] = float(bf.compute())  # per image, then the mean over images
             bf.reset()
         split_loss = loss.compute()  # the sums of every process (torchmetrics syncs on compute)
@@ -340,6 +352,21 @@ class SegmentationModule(L.LightningModule):
             "crf": self.crf is not None,
             "confmat": result["confmat"].to(torch.int64).tolist(),
         }
+
+    def _bf_due(self) -> bool:
+        """Whether this evaluation computes BF. ``metrics.boundary.every``: ``interval`` = every
+        evaluation; ``budgets`` = in training only the evaluations at an iteration budget
+        (BudgetCheckpoints' list) and at ``trainer.max_steps``, and every eval.py / test run.
+        The same decision on every rank (global step and budgets are shared)."""
+        trainer = self._trainer
+        if self.bf_every == "interval" or trainer is None or trainer.state.fn != TrainerFn.FITTING:
+            return True
+        if trainer.sanity_checking:
+            return False
+        step = trainer.global_step
+        budgets = {b for cb in trainer.callbacks if isinstance(cb, BudgetCheckpoints)
+                   for b in cb.budgets}
+        return step in budgets or step == trainer.max_steps
 
     def on_validation_epoch_end(self) -> None:
         self._end_eval(self.val_scores, self.val_bf, self.val_loss, "val")

@@ -227,8 +227,9 @@ def check_train(cmd: Command, tmp: Path) -> None:
             for key in ("model.init_from", "model.pretrained"):
                 path = OmegaConf.select(cfg, key)
                 if path and Path(path).is_relative_to(sweep_dir):
-                    stage = Path(path).relative_to(sweep_dir).parts[0]
-                    assert stage in done, f"{job}: {key}={path} is not an earlier job's output"
+                    rel = Path(path).relative_to(sweep_dir).as_posix()  # <model>/seed<k>/…
+                    assert any(rel.startswith(f"{d}/") for d in done), (
+                        f"{job}: {key}={path} is not an earlier job's output")
                     Path(path).parent.mkdir(parents=True, exist_ok=True)
                     Path(path).touch()  # what that earlier job writes
         _check_train_job(cfg)

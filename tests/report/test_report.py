@@ -46,7 +46,8 @@ def _evaluation(iteration: int, pixel_acc: float, mean_acc: float, mean_iou: flo
 
 
 def _record(folder: Path, model: str, evaluations: list[dict], *, status: str = "finished",
-            budgets: list[int] | None = None, error: str | None = None) -> dict:
+            budgets: list[int] | None = None, error: str | None = None, seed: int = 0,
+            init_from: str | None = None) -> dict:
     record = {
         "task": "train", "model": model, "data": "synthetic", "output_dir": str(folder),
         "parameters": {"learnable": 1000, "fixed": 10, "total": 1010},
@@ -58,13 +59,13 @@ def _record(folder: Path, model: str, evaluations: list[dict], *, status: str = 
                     "torch_threads": 2},
         "evaluations": evaluations, "wall_time_s": 12.5,
         "config": {
-            "seed": 0, "budgets": budgets or [],
+            "seed": seed, "budgets": budgets or [],
             "loss": {"reduction": "mean", "ignore_index": 255},
             "metrics": {"mean_over": "gt_present"},
             "data": {"name": "synthetic", "num_classes": 3, "datamodule": {
                 "_target_": "fcnlab.data.SyntheticDataModule", "image_size": [40, 56],
                 "batch_size": 4, "preprocess": "torchvision"}},
-            "model": {"name": model, "pretrained": None, "init_from": None,
+            "model": {"name": model, "pretrained": None, "init_from": init_from,
                       "net": {"width": 0.0625, "batch_norm": True}},
             "optim": {"optimizer": {"_target_": "torch.optim.Adam", "_partial_": True,
                                     "lr": 0.001, "weight_decay": 0.0}, "scheduler": None},
@@ -158,30 +159,33 @@ def test_report_on_fake_sweep(fake_sweep, capsys):
     md = (out / "table.md").read_text()
     assert capsys.readouterr().out.startswith(md.rstrip("\n"))  # the Markdown goes to stdout
 
-    # SegNet: budget columns at iteration == budget, then the best after 4 (iteration 6).
+    # SegNet: budget columns at iteration == budget, then the best after 4 (iteration 6); one
+    # run, so n = 1 and each value alone.
     row = _md_row(md, "SegNet", "ours")
-    assert row[2] == "finished"
-    assert row[3] == "71.23 / 30.12 / 51.00 / 20.11" == _gcmb(SEGNET_EVALS[0])
-    assert row[4] == _gcmb(SEGNET_EVALS[1])
-    assert row[5] == "82.35 / 43.46 / 41.23 / 30.13" == _gcmb(SEGNET_EVALS[2])
-    assert row[6] == "6"
+    assert row[2:4] == ["finished", "1"]
+    assert row[4] == "71.23 / 30.12 / 51.00 / 20.11" == _gcmb(SEGNET_EVALS[0])
+    assert row[5] == _gcmb(SEGNET_EVALS[1])
+    assert row[6] == "82.35 / 43.46 / 41.23 / 30.13" == _gcmb(SEGNET_EVALS[2])
+    assert row[7] == "6"
+    assert "n=1, no spread" in md
     # The paper's row beside ours.
-    assert _row_after(md, "SegNet") == ["", "paper", "", "88.81 / 59.93 / 50.02 / 35.78",
+    assert _row_after(md, "SegNet") == ["", "paper", "", "", "88.81 / 59.93 / 50.02 / 35.78",
                                         "89.68 / 69.82 / 57.18 / 42.08",
                                         "90.40 / 71.20 / 60.10 / 46.84", "140K"]
     # Missing BF -> "–" and a note.
     row = _md_row(md, "DeepLab-LargeFOV", "ours")
-    assert row[3] == "72.00 / 32.00 / 22.00 / –"
-    assert row[5] == "78.00 / 38.00 / 28.00 / –" and row[6] == "8"
+    assert row[4] == "72.00 / 32.00 / 22.00 / –"
+    assert row[6] == "78.00 / 38.00 / 28.00 / –" and row[7] == "8"
     assert "no 'bf'" in md
     # The CRF row: only the last column, budgets "not computed" as in the paper.
     row = _md_row(md, "DeepLab-LargeFOV-denseCRF", "ours")
-    assert row[3:] == ["not computed", "not computed", "79.11 / 38.11 / 29.22 / 25.00", "8"]
-    # A failed run is a row, its error in a note; a job without results.json too.
+    assert row[4:] == ["not computed", "not computed", "79.11 / 38.11 / 29.22 / 25.00", "8"]
+    # A failed run is a row, its error in a note, its partial values shown as such; a job
+    # without results.json too.
     row = _md_row(md, "FCN", "ours")
-    assert row[2].startswith("failed [")
+    assert row[2].startswith("failed [") and row[3].startswith("1 partial [")
     assert "RuntimeError: CUDA out of memory" in md
-    assert row[3] == "60.00 / 20.00 / 10.00 / 10.00"
+    assert row[4] == "60.00 / 20.00 / 10.00 / 10.00"
     row = _md_row(md, "DeconvNet", "ours")
     assert row[2].startswith("failed [")
     assert "no results.json" in md and "ValueError: input too small for fc6" in md
@@ -191,7 +195,7 @@ def test_report_on_fake_sweep(fake_sweep, capsys):
 
     # FCN table (auto: both tables, since fcn8s is present), 1 decimal as the paper.
     row = _md_row(md, "FCN-8s")
-    assert row[1:] == ["finished", "8", "87.7 (90.3)", "23.5 (75.9)", "12.3 (62.7)",
+    assert row[1:] == ["finished", "1", "8", "87.7 (90.3)", "23.5 (75.9)", "12.3 (62.7)",
                        "76.5 (83.2)"]
     assert _md_row(md, "FCN-32s")[1] == "not in this sweep"
     assert "65.5" in md  # the heavy reference note
@@ -202,9 +206,15 @@ def test_report_on_fake_sweep(fake_sweep, capsys):
 
     # CSV: full precision, percent, paper columns beside.
     rows = list(csv.DictReader((out / "table.csv").open()))
-    seg = {r["column"]: r for r in rows if r["network"] == "SegNet"}
+    seg = {r["column"]: r for r in rows if r["network"] == "SegNet" and r["kind"] == "group"}
     assert set(seg) == {"budget 2", "budget 4", "best after 4"}
     best = seg["best after 4"]
+    assert (best["n"], best["left_out"], best["mean_iou_std"], best["group"]) == ("1", "0", "",
+                                                                                   "SegNet")
+    (run_row,) = [r for r in rows if r["kind"] == "run" and r["column"] == "best after 4"
+                  and r["network"] == "SegNet"]
+    assert run_row["run"] == "0_model=segnet" and run_row["group"] == "SegNet"
+    assert float(run_row["mean_iou"]) == pytest.approx(41.234)
     assert best["iteration"] == "6" and best["paper_iteration"] == "140000"
     assert float(best["mean_iou"]) == pytest.approx(41.234)
     assert float(best["bf"]) == pytest.approx(30.13)
@@ -228,8 +238,59 @@ def test_report_without_budgets_and_only_one_table(fake_sweep, tmp_path):
     md = result["markdown"]
     assert "no `budgets`" in md
     row = _md_row(md, "SegNet", "ours")
-    assert row[3:] == [_gcmb(SEGNET_EVALS[-1]), "8"]  # the final evaluation
+    assert row[4:] == [_gcmb(SEGNET_EVALS[-1]), "8"]  # the final evaluation
     assert "FCN, CVPR 2015" not in md
+
+
+def test_report_averages_the_seeds_of_a_network(tmp_path):
+    """``<sweep>/<model>/seed<k>/`` (the seed sweeps' layout) beside ``<sweep>/<model>/`` (one
+    seed): records that differ only in their seed, and in the paths named after it, are one row
+    of mean ± sample std with n; a run with another setting is a row of its own, labelled by it;
+    a failed seed is left out of the mean and counted. These jobs have no overrides.yaml, so
+    their recorded configs are compared."""
+    sweep = tmp_path / "sweep"
+
+    def stage(k: int) -> str:  # FCN-16s of seed k starts from FCN-32s of seed k
+        return str(sweep / "fcn32s" / f"seed{k}" / "checkpoints" / "last.ckpt")
+
+    miou = [0.20, 0.25, 0.27]
+    for k, v in enumerate(miou):
+        _record(sweep / "fcn16s" / f"seed{k}", "fcn16s", [_evaluation(8, 0.8 + k / 100, 0.3, v,
+                                                                      0.7)],
+                seed=k, init_from=stage(k))
+    _record(sweep / "fcn16s" / "seed3", "fcn16s", [_evaluation(4, 0.9, 0.9, 0.9, 0.9)],
+            status="failed", seed=3, init_from=stage(3), error="RuntimeError: planted")
+    other = _record(sweep / "fcn16s-lr" / "seed0", "fcn16s", [_evaluation(8, 0.8, 0.3, 0.5, 0.7)],
+                    init_from=stage(0))
+    other["config"]["optim"]["optimizer"]["lr"] = 0.01
+    (sweep / "fcn16s-lr" / "seed0" / "results.json").write_text(json.dumps(other))
+    _record(sweep / "fcn32s", "fcn32s", [_evaluation(8, 0.7, 0.2, 0.15, 0.6)])
+    result = build_report(sweep, table="fcn", out=tmp_path / "r", predictions=False)
+    md = result["markdown"]
+
+    pct = 100 * np.array(miou)
+    row = _md_row(md, "FCN-16s (optim.optimizer.lr=0.001)")
+    assert row[1].startswith("3 finished, 1 failed [") and row[2].startswith("3 [")
+    assert row[3] == "8"
+    assert row[6] == f"{pct.mean():.1f} ± {pct.std(ddof=1):.1f} (62.4)" == "24.0 ± 3.6 (62.4)"
+    assert row[4] == "81.0 ± 1.0 (90.0)"  # pixel acc 80, 81, 82; seed 3's 90 left out
+    assert "1 of 4 runs left out of the mean (not finished): fcn16s/seed3" in md
+    assert "RuntimeError: planted" in md
+    assert _md_row(md, "FCN-16s (optim.optimizer.lr=0.01)")[1:3] == ["finished", "1"]
+    assert _md_row(md, "FCN-32s")[1:4] == ["finished", "1", "8"]
+    assert "n=1, no spread" in md
+
+    rows = list(csv.DictReader((tmp_path / "r" / "table.csv").open()))
+    (group,) = [r for r in rows if r["kind"] == "group"
+                and r["group"] == "FCN-16s (optim.optimizer.lr=0.001)"]
+    assert (group["n"], group["left_out"], group["run"]) == ("3", "1", "")
+    assert float(group["mean_iou"]) == pytest.approx(pct.mean())
+    assert float(group["mean_iou_std"]) == pytest.approx(pct.std(ddof=1))
+    assert group["network"] == "FCN-16s" and group["status"] == "3 finished, 1 failed"
+    members = [r for r in rows if r["kind"] == "run" and r["group"] == group["group"]]
+    assert [r["run"] for r in members] == [f"fcn16s/seed{k}" for k in range(4)]
+    assert [float(r["mean_iou"]) for r in members[:3]] == pytest.approx(list(pct))
+    assert members[3]["status"] == "failed" and float(members[3]["mean_iou"]) == 90.0
 
 
 def _label_png(labels: np.ndarray, path: Path) -> None:
@@ -337,11 +398,11 @@ def test_report_end_to_end_on_a_real_sweep(real_sweep):
         final = [e for e in record["evaluations"] if e["split"] == "val"][-1]
         paper = FCN_TABLE2.rows[model].scores
         row = _md_row(md, label)
-        assert row[1:3] == ["finished", str(final["iteration"])]
-        assert row[3:] == [f"{100 * final[m]:.1f} ({paper[m]:.1f})"
+        assert row[1:4] == ["finished", "1", str(final["iteration"])]
+        assert row[4:] == [f"{100 * final[m]:.1f} ({paper[m]:.1f})"
                            for m in ("pixel_acc", "mean_acc", "mean_iou", "fw_iou")]
         (csv_row,) = [r for r in csv.DictReader((sweep / "report" / "table.csv").open())
-                      if r["model"] == model]
+                      if r["model"] == model and r["kind"] == "run"]
         assert float(csv_row["mean_iou"]) == pytest.approx(100 * final["mean_iou"])
         index = json.loads((results.parent / "predictions" / "index.json").read_text())
         assert index["iteration"] == final["iteration"]  # the final weights' prediction

@@ -1,65 +1,29 @@
-"""The BF (boundary F1) score of SegNet's Table 3 (Csurka et al. 2013; docs/reference.md §5).
+"""The BF (boundary F1) score of SegNet's Table 3, by default exactly as the authors' script.
 
-Per image and per class c, the boundary pixels of c in the prediction (B_p) and in the ground
-truth (B_g) are compared with a distance tolerance theta = ``tolerance`` x image diagonal
-(0.0075 -> 4.5 px at 360 x 480); a pixel pair "is within theta" when its Euclidean distance is
-<= theta (as in BSDS ``correspondPixels``, ``d^2 <= maxDist^2``):
+Definition (Csurka et al. 2013; docs/reference.md §5), as SegNet-Tutorial
+``Scripts/computeBFmeasure.m`` computes it: for each image and each class n of 0..K-1 (void is
+never a class: the script loops over its data's labels 1..numClasses, unlabelled 0 not among
+them; its nearest-neighbour resize of the prediction to 360 x 480 has no counterpart here, the
+prediction already has the label map's size),
 
-    precision P = matched B_p pixels / |B_p|       (0 when B_p is empty)
-    recall    R = matched B_g pixels / |B_g|       (0 when B_g is empty)
-    F1          = 2 P R / (P + R)                  (0 when P + R = 0)
+1. draw the boundary maps of ``gt == n`` and ``pred == n`` with BSDS ``seg2bdry(., 'imageSize')``
+   on the raw maps: ground-truth void pixels are simply "not n" in ``gt == n``, and the
+   prediction is scored everywhere, its void pixels included (:mod:`fcnlab.metrics.contours`);
+2. pair them with ``correspondPixels(pred_bmap, gt_bmap, 0.0075)``: one-to-one, d <= theta =
+   0.0075 x image diagonal (4.5 px at 360 x 480) (:mod:`fcnlab.metrics.matching`);
+3. P = pairs / |B_pred|, R = pairs / |B_gt| (0 for an empty map), F1 = 2PR / (P + R), 0 when
+   P + R = 0; the class counts when either map is non-empty (a class only predicted: F1 0);
+4. image BF = mean F1 over its counted classes, 0 when it counts none;
+5. dataset BF = sum of image BFs / **all** images.
 
-BF of an image = mean F1 over the classes counted in it; dataset BF = mean over the images that
-count any class (each image weighs the same, whatever its size).
-
-The exact rules (every one is tested in ``tests/metrics/test_boundary.py``):
-
-- **Void.** Ground-truth pixels equal to ``ignore_index`` are void, and the prediction is made void
-  on the same pixels first ("remove void from both maps", as the SegNet script is said to do).
-  A void pixel is never a boundary pixel, so whatever the prediction says inside ground-truth
-  void changes nothing.
-- **Boundary.** A non-void pixel of class c is a boundary pixel of c when one of its 4-neighbours
-  (up, down, left, right) is not of class c, void included: the inner boundary, so both sides of
-  a class border are marked, each for its own class. Void counts as "not c" because VOC-style
-  labels (and the embedded data) put a void band along every object border; ignoring void
-  neighbours would leave such maps with no boundary at all. Since the prediction carries the
-  same void, along a void band a predicted boundary pixel of c matches exactly where c is
-  predicted correctly. The image border is not a boundary (pixels outside the image are not
-  neighbours).
-- **Classes counted** (``classes``, see ``CLASSES``): ``"gt_or_pred"`` (default; the authors'
-  script) counts a class present (on non-void pixels) in the ground truth or the prediction,
-  ``"gt"`` only those present in the ground truth. In both, a class whose two boundaries are both
-  empty (e.g. one class filling the whole image in both maps) is not counted. A class only in the
-  prediction has B_g empty, hence R = 0, P = 0 and F1 = 0 when counted; a class in the ground
-  truth but not in the prediction likewise has F1 = 0. An image that counts no class is skipped
-  (it adds nothing to the dataset mean).
-- **Matching** (``matching``, see ``MATCHING``):
-  ``"within_tolerance"`` (default; MATLAB ``bfscore`` and most ports): a pixel is matched when the
-  other map has any boundary pixel within theta (many-to-one allowed).
-  ``"one_to_one"`` (the authors' script, BSDS ``correspondPixels``): pixels are paired one-to-one
-  by an optimal assignment, and the number of pairs k gives P = k/|B_p|, R = k/|B_g|. This module
-  solves exactly the assignment problem ``correspondPixels`` (``match.cc``) poses: edges only
-  between pixels within theta, edge cost ``rint(100 d)``, every unmatched pixel costing
-  ``ceil(100 * 100 theta)`` (its outlier cost of 100 theta), total cost minimised - solved with
-  SciPy's LAPJVsp on a graph whose outlier connections are complete rather than the 6 random ones
-  per node CSA is given. The results differ from ``correspondPixels`` only where its random
-  sparse outlier graph misses the optimum (its code then warns about overlay edges) or between
-  equal-cost optima. Note the optimum is not simply a maximum-cardinality matching: one pair
-  fewer wins when one more pair would add over 200 theta (two outlier costs) of pair distance.
-
-Why the default matching is ``"within_tolerance"`` although docs/reference.md §5 asks to default to
-the authors' script: the one-to-one assignment runs on the CPU with SciPy (one sparse assignment
-per image and class) and costs ~125-160 ms per 360 x 480 image with 11 classes (~25k GT boundary
-pixels; CPU time, one thread), ~40x a confusion-matrix update (~3 ms) - more than the fifth of an
-evaluation pass this metric may add once the network runs on a GPU. ``within_tolerance`` costs
-~13 ms per image there (labels; ~18 ms from logits, vs ~8.5 ms for the confusion matrix) and runs
-on the tensors' device. Pick ``matching="one_to_one"`` for a final table's BF when the time is
-acceptable; on the measured masks it scored 0.6-2 points below ``within_tolerance``.
-
-Not checked against the authors' script (not available here): the BSDS tools it builds on draw
-boundaries with ``seg2bmap`` (one-sided: a pixel whose E, S or SE neighbour differs) and the BSDS
-benchmark thins predicted boundaries; if the script does either, its boundaries differ from the
-symmetric inner 4-neighbour boundaries used here for both maps.
+Each step is an option (``OPTIONS``), ``PRESETS`` names two full sets: ``segnet_script`` (the
+steps above, the default) and ``fcnlab_v1`` (this project's earlier rule: inner 4-neighbour
+boundaries with void as a neighbour, prediction masked with the GT's void, within-tolerance
+matching, images counting no class skipped), to reproduce numbers computed with it. The old rule
+scores a prediction that overflows a void band as perfect: a box with a 3-px void band around it,
+predicted 3 px too large, gives 1.0 under ``fcnlab_v1`` and 0.5 under the script
+(tests/metrics/test_boundary_script.py). Options, cost and ``metrics.boundary.every`` (BF only at
+the budgets) in docs/metrics.md ("BF").
 """
 
 from __future__ import annotations
@@ -69,57 +33,59 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-from fcnlab.metrics.matching import VOID, one_to_one_counts, tolerance_px, within_tolerance_hits
+from fcnlab.metrics.contours import BITS, DRAWING, bit_counts, class_bits, draw
+from fcnlab.metrics.matching import one_to_one_counts, tolerance_px, within_tolerance_hits
 
-CLASSES = {
-    "gt_or_pred": "count a class present in the ground truth or the prediction (the authors' "
-    "script); a class only predicted scores F1 = 0",
-    "gt": "count only classes present in the ground truth",
+OPTIONS: dict[str, dict[str, str]] = {
+    "draw": DRAWING,
+    "void": {
+        "raw": "score the prediction as it is, on ground-truth void pixels too (the script)",
+        "mask_pred": "make the prediction void where the ground truth is (fcnlab_v1)",
+    },
+    "matching": {
+        "one_to_one": "optimal one-to-one pairing with correspondPixels' costs (the script); "
+        "CPU / SciPy",
+        "within_tolerance": "a pixel is matched when the other map has any same-class boundary "
+        "pixel within theta (MATLAB bfscore and most ports; fcnlab_v1)",
+    },
+    "classes": {
+        "gt_or_pred": "count a class whose GT or predicted boundary is non-empty (the script)",
+        "gt": "count only classes present in the ground truth (and with a non-empty boundary)",
+    },
+    "images": {
+        "all": "divide the sum of image BFs by all images; an image counting no class adds 0 "
+        "(the script)",
+        "counted": "average over the images that count a class (fcnlab_v1)",
+    },
 }
 
-MATCHING = {
-    "within_tolerance": "a boundary pixel is matched when the other map has any boundary pixel "
-    "within theta (MATLAB bfscore and most ports)",
-    "one_to_one": "optimal one-to-one assignment of boundary pixels within theta with "
-    "correspondPixels' costs (the authors' script, BSDS); CPU/SciPy, slow",
+PRESETS: dict[str, dict[str, str]] = {
+    "segnet_script": {"draw": "seg2bdry", "void": "raw", "matching": "one_to_one",
+                      "classes": "gt_or_pred", "images": "all"},
+    "fcnlab_v1": {"draw": "inner4_void", "void": "mask_pred", "matching": "within_tolerance",
+                  "classes": "gt_or_pred", "images": "counted"},
 }
+DEFAULT_PRESET = "segnet_script"
+_VOID = -1  # internal label of ground-truth void pixels (and of masked predictions)
 
 
-def _check_option(name: str, value: str, allowed: dict) -> None:
-    if value not in allowed:
-        raise ValueError(f"{name} must be one of {sorted(allowed)}, got {value!r}")
-
-
-def boundary_labels(labels: Tensor) -> Tensor:
-    """Inner 4-neighbour boundary pixels, labelled with their class (``-1`` elsewhere).
-
-    ``labels`` N x H x W (long, ``-1`` = void). A non-void pixel is a boundary pixel when a
-    4-neighbour holds another class *or void*; the image border makes no boundary. Void counts
-    as "another class" because VOC-style ground truth (and the embedded data) draws a void band
-    along every object border: with void neighbours ignored such maps would have no boundary at
-    all. The prediction is masked with the ground truth's void first, so along a void band a
-    predicted boundary matches exactly where the predicted class is the true one. The classes'
-    boundaries are disjoint, so one label map holds them all.
-    """
-    valid = labels != VOID
-    edge = torch.zeros_like(valid)
-    # vertical and horizontal neighbour pairs that differ (void included): mark the non-void ones
-    dv = labels[:, 1:, :] != labels[:, :-1, :]
-    dh = labels[:, :, 1:] != labels[:, :, :-1]
-    edge[:, 1:, :] |= dv
-    edge[:, :-1, :] |= dv
-    edge[:, :, 1:] |= dh
-    edge[:, :, :-1] |= dh
-    return torch.where(edge & valid, labels, VOID)
-
-
-def _per_class_counts(labels: Tensor, num_classes: int) -> Tensor:
-    """N x K counts of each class's pixels in a label map (``-1`` pixels are not counted)."""
-    n = labels.shape[0]
-    k1 = num_classes + 1  # slot 0 of each image takes the -1 pixels
-    img = torch.arange(n, device=labels.device).view(n, 1, 1) * k1
-    counts = torch.bincount((labels + (img + 1)).reshape(-1), minlength=n * k1)
-    return counts.view(n, k1)[:, 1:]
+def resolve_options(preset: str | None = DEFAULT_PRESET, **options: str | None) -> dict[str, str]:
+    """The five rule options: the preset's values, overridden by every option not None."""
+    preset = DEFAULT_PRESET if preset is None else preset
+    if preset not in PRESETS:
+        raise ValueError(f"BF option preset={preset!r} is not one of {sorted(PRESETS)}")
+    unknown = sorted(set(options) - set(OPTIONS))
+    if unknown:
+        raise ValueError(f"BF options {unknown} do not exist; the options are {sorted(OPTIONS)}")
+    out = dict(PRESETS[preset])
+    for name, value in options.items():
+        if value is None:
+            continue
+        if value not in OPTIONS[name]:
+            raise ValueError(
+                f"BF option {name}={value!r} is not one of {sorted(OPTIONS[name])}")
+        out[name] = value
+    return out
 
 
 def boundary_f1_stats(
@@ -128,18 +94,18 @@ def boundary_f1_stats(
     num_classes: int,
     ignore_index: int | None = 255,
     tolerance: float = 0.0075,
-    classes: str = "gt_or_pred",
-    matching: str = "within_tolerance",
+    preset: str | None = DEFAULT_PRESET,
+    **options: str | None,
 ) -> dict[str, Tensor]:
-    """Per-image, per-class boundary counts and scores of a batch (the module docstring's rules).
+    """Per-image, per-class boundary counts and scores of a batch (rules in the module docstring).
 
-    ``preds`` labels N x H x W (or logits N x K x H x W, argmax over dim 1), ``target`` N x H x W.
-    Returns float64 / bool tensors of shape N x K: ``n_pred``, ``n_gt`` (boundary pixels),
-    ``matched_pred``, ``matched_gt``, ``precision``, ``recall``, ``f1``, ``counted``; and ``bf``
-    (N,): the mean F1 over counted classes, NaN for an image that counts none.
+    ``preds`` labels N x H x W (or logits N x K x H x W, argmax over dim 1), ``target`` N x H x W;
+    options as :func:`resolve_options`. Returns float64 / bool tensors of shape N x K: ``n_pred``,
+    ``n_gt`` (boundary pixels), ``matched_pred``, ``matched_gt``, ``precision``, ``recall``,
+    ``f1``, ``counted``; and ``bf`` (N,): the mean F1 over counted classes, NaN for an image that
+    counts none (the ``images`` option decides what such an image adds to the dataset mean).
     """
-    _check_option("classes", classes, CLASSES)
-    _check_option("matching", matching, MATCHING)
+    opts = resolve_options(preset, **options)
     k = num_classes
     if target.ndim == 2:  # one image: H x W labels or K x H x W logits
         preds, target = preds.unsqueeze(0), target.unsqueeze(0)
@@ -153,52 +119,53 @@ def boundary_f1_stats(
     void = (target == ignore_index) if ignore_index is not None else torch.zeros_like(
         target, dtype=torch.bool)
     for name, x in (("target", target), ("preds", preds)):
-        bad = ((x < 0) | (x >= k)) & ~void
+        bad = ((x < 0) | (x >= k)) & ~void  # predictions on void pixels are not checked
         if bool(bad.any()):
             raise ValueError(
                 f"{name} has values {x[bad].unique().tolist()} outside the class range "
                 f"[0, {k - 1}] (ignore_index={ignore_index})"
             )
-    target = target.masked_fill(void, VOID)
-    preds = preds.masked_fill(void, VOID)  # the prediction is not scored on void pixels
-    lb_gt, lb_pred = boundary_labels(target), boundary_labels(preds)
-    in_gt = _per_class_counts(target, k) > 0
-    in_pred = _per_class_counts(preds, k) > 0
-    n_gt = _per_class_counts(lb_gt, k)
-    n_pred = _per_class_counts(lb_pred, k)
+    target = target.masked_fill(void, _VOID)
+    if opts["void"] == "mask_pred":
+        preds = preds.masked_fill(void, _VOID)
     theta = tolerance_px(target.shape[-2], target.shape[-1], tolerance)
+    # classes in groups of BITS, one bit field per group (all of CamVid's 11, VOC's 21 in one)
+    parts = [_group_counts(preds, target, lo, min(lo + BITS, k), theta, opts)
+             for lo in range(0, k, BITS)]
+    in_gt, n_gt, n_pred, matched_pred, matched_gt = (
+        torch.cat([p[j] for p in parts], dim=1) for j in range(5))
 
-    if matching == "within_tolerance":
-        hit_p, hit_g = within_tolerance_hits(lb_pred, lb_gt, theta)
-        matched_pred = _per_class_counts(torch.where(hit_p, lb_pred, VOID), k)
-        matched_gt = _per_class_counts(torch.where(hit_g, lb_gt, VOID), k)
-    else:
-        lp, lg = lb_pred.cpu().numpy(), lb_gt.cpu().numpy()
-        matched = torch.from_numpy(
-            np.stack([one_to_one_counts(lp[i], lg[i], theta, k) for i in range(len(lp))])
-        )
-        matched_pred = matched_gt = matched.to(n_gt.device)
-
-    n_pred, n_gt = n_pred.double(), n_gt.double()
     precision = torch.where(n_pred > 0, matched_pred / n_pred.clamp(min=1), 0.0)
     recall = torch.where(n_gt > 0, matched_gt / n_gt.clamp(min=1), 0.0)
     denom = precision + recall
     f1 = torch.where(denom > 0, 2 * precision * recall / denom.clamp(min=1e-300), 0.0)
-    present = (in_gt | in_pred) if classes == "gt_or_pred" else in_gt
-    counted = present & ((n_pred > 0) | (n_gt > 0))
-    n_counted = counted.sum(1)
-    bf = (f1 * counted).sum(1) / n_counted  # 0/0 -> NaN: image not counted
-    return {
-        "n_pred": n_pred,
-        "n_gt": n_gt,
-        "matched_pred": matched_pred.double(),
-        "matched_gt": matched_gt.double(),
-        "precision": precision,
-        "recall": recall,
-        "f1": f1,
-        "counted": counted,
-        "bf": bf,
-    }
+    # The script counts a class when either boundary map is non-empty. Under both drawings a
+    # non-empty map implies the class is present in that map, so "gt_or_pred" needs no presence
+    # test (fcnlab_v1's "present and a non-empty boundary" is the same set); "gt" adds one.
+    counted = (n_pred > 0) | (n_gt > 0)
+    if opts["classes"] == "gt":
+        counted &= in_gt
+    bf = (f1 * counted).sum(1) / counted.sum(1)  # 0/0 -> NaN: image counts no class
+    return {"n_pred": n_pred, "n_gt": n_gt, "matched_pred": matched_pred,
+            "matched_gt": matched_gt, "precision": precision, "recall": recall, "f1": f1,
+            "counted": counted, "bf": bf}
+
+
+def _group_counts(preds: Tensor, target: Tensor, lo: int, hi: int, theta: float,
+                  opts: dict) -> tuple:
+    """GT presence, boundary sizes and matched pixels (N x (hi - lo) each) of classes lo..hi-1."""
+    n = hi - lo
+    f_gt, f_pred = class_bits(target, lo, hi), class_bits(preds, lo, hi)
+    b_gt, b_pred = draw(f_gt, opts["draw"]), draw(f_pred, opts["draw"])
+    if opts["matching"] == "within_tolerance":
+        hit_p, hit_g = within_tolerance_hits(b_pred, b_gt, theta)
+        matched_pred, matched_gt = bit_counts(hit_p, n), bit_counts(hit_g, n)
+    else:  # CPU, SciPy: one assignment problem per image and class
+        bp, bg = b_pred.cpu().numpy(), b_gt.cpu().numpy()
+        pairs = np.stack([one_to_one_counts(bp[i], bg[i], n, theta) for i in range(len(bp))])
+        matched_pred = matched_gt = torch.from_numpy(pairs).to(target.device)
+    return (bit_counts(f_gt, n) > 0, bit_counts(b_gt, n).double(), bit_counts(b_pred, n).double(),
+            matched_pred.double(), matched_gt.double())
 
 
 def boundary_f1_image(
@@ -207,34 +174,31 @@ def boundary_f1_image(
     num_classes: int,
     ignore_index: int | None = 255,
     tolerance: float = 0.0075,
-    classes: str = "gt_or_pred",
-    matching: str = "within_tolerance",
+    preset: str | None = DEFAULT_PRESET,
+    **options: str | None,
 ) -> float | None:
-    """BF of one image (H x W label arrays); None when the image counts no class.
+    """BF of one image (H x W label arrays); None when the image counts no class (it then adds 0
+    to the dataset mean under ``images="all"`` and nothing under ``"counted"``).
 
     The same code path as :class:`BoundaryF1` (:func:`boundary_f1_stats` on a batch of one).
     """
     bf = boundary_f1_stats(
         torch.as_tensor(np.asarray(pred)).unsqueeze(0),
         torch.as_tensor(np.asarray(target)).unsqueeze(0),
-        num_classes, ignore_index, tolerance, classes, matching,
+        num_classes, ignore_index, tolerance, preset, **options,
     )["bf"][0]
     return None if bool(torch.isnan(bf)) else float(bf)
 
 
 class BoundaryF1(Metric):
-    """Dataset BF score: mean over images of the per-image mean boundary F1 over classes.
+    """Dataset BF score: the sum of per-image BFs over the images the ``images`` option counts.
 
-    States ``sum_f1`` (float64, sum of per-image BF) and ``n_images`` (int64, images that count
-    at least one class), both ``dist_reduce_fx="sum"``, so the score syncs across processes and
-    merges with ``merge_state``. ``compute()`` returns a float64 scalar in [0, 1], NaN before any
-    counted image. Options as in the module docstring: ``classes`` in ``CLASSES``, ``matching`` in
-    ``MATCHING``, ``tolerance`` a fraction of each image's diagonal.
-
-    Cost (CPU time, one thread, batch of 4 blobby 360 x 480 masks, 11 classes): ~13 ms per image
-    for the default ``within_tolerance`` (vectorised over batch and classes, on the inputs'
-    device), ~125-160 ms for ``one_to_one`` (one SciPy assignment per image and class, on the
-    CPU); ``SegmentationScores.update`` ~3 ms on the same batch.
+    States ``sum_f1`` (float64, sum of per-image BF) and ``n_images`` (int64, images divided by),
+    both ``dist_reduce_fx="sum"``, so the score syncs across processes (DDP equals one process)
+    and merges with ``merge_state``. ``compute()`` returns a float64 scalar in [0, 1], NaN before
+    any image. Options: ``tolerance`` (a fraction of each image's diagonal), ``preset`` (a key of
+    ``PRESETS``, default ``segnet_script``) and the rule options of ``OPTIONS`` (``draw``,
+    ``void``, ``matching``, ``classes``, ``images``), each overriding the preset when not None.
     """
 
     is_differentiable = False
@@ -248,32 +212,37 @@ class BoundaryF1(Metric):
         num_classes: int,
         ignore_index: int | None = 255,
         tolerance: float = 0.0075,
-        classes: str = "gt_or_pred",
-        matching: str = "within_tolerance",
+        preset: str | None = DEFAULT_PRESET,
+        draw: str | None = None,
+        void: str | None = None,
+        matching: str | None = None,
+        classes: str | None = None,
+        images: str | None = None,
         **kwargs,
     ) -> None:
-        _check_option("classes", classes, CLASSES)
-        _check_option("matching", matching, MATCHING)
+        self.options = resolve_options(preset, draw=draw, void=void, matching=matching,
+                                       classes=classes, images=images)
         if not tolerance >= 0:
-            raise ValueError(f"tolerance must be >= 0 (fraction of the diagonal), got {tolerance}")
+            raise ValueError(f"BF option tolerance={tolerance!r} must be >= 0 (a fraction of "
+                             f"the image diagonal)")
         super().__init__(**kwargs)
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self.tolerance = tolerance
-        self.classes = classes
-        self.matching = matching
         self.add_state("sum_f1", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("n_images", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
 
     def update(self, preds: Tensor, target: Tensor) -> None:
         """Add a batch: ``preds`` labels N x H x W or logits N x K x H x W; ``target`` N x H x W."""
-        bf = boundary_f1_stats(
-            preds, target, self.num_classes, self.ignore_index, self.tolerance, self.classes,
-            self.matching,
-        )["bf"]
-        ok = ~torch.isnan(bf)
-        self.sum_f1 += bf[ok].sum().to(self.sum_f1)
-        self.n_images += ok.sum().to(self.n_images)
+        bf = boundary_f1_stats(preds, target, self.num_classes, self.ignore_index,
+                               self.tolerance, **self.options)["bf"]
+        if self.options["images"] == "all":  # the script: an image counting no class adds 0
+            self.sum_f1 += bf.nan_to_num(0.0).sum().to(self.sum_f1)
+            self.n_images += bf.numel()
+        else:
+            ok = ~torch.isnan(bf)
+            self.sum_f1 += bf[ok].sum().to(self.sum_f1)
+            self.n_images += ok.sum().to(self.n_images)
 
     def merge_state(self, incoming_state) -> None:
         """torchmetrics' ``merge_state``, also dropping a cached ``compute()`` result.
@@ -285,5 +254,5 @@ class BoundaryF1(Metric):
         self._computed = None
 
     def compute(self) -> Tensor:
-        """Mean per-image BF (NaN when no image was counted)."""
+        """Mean per-image BF (NaN when no image was added)."""
         return self.sum_f1 / self.n_images

@@ -22,8 +22,8 @@ from torchmetrics.functional.classification.confusion_matrix import (
 )
 
 MEAN_OVER = {
-    "gt_present": "classes absent from the ground truth are skipped in both means (the project "
-    "brief; FCN's nanmean for mean accuracy)",
+    "gt_present": "classes absent from the ground truth are skipped in both means (FCN's nanmean "
+    "for mean accuracy; fcnlab's default before it followed score.py for mean IU too)",
     "union_present": "mean IU skips only classes absent from both ground truth and prediction, "
     "so a class predicted but absent from the ground truth counts 0 (literally FCN's score.py "
     "nanmean of IU; also torchmetrics 1.9's macro MulticlassJaccardIndex); mean accuracy as "
@@ -37,7 +37,7 @@ def _check_mean_over(mean_over: str) -> None:
         raise ValueError(f"mean_over must be one of {sorted(MEAN_OVER)}, got {mean_over!r}")
 
 
-def scores_from_confmat(confmat: Tensor, mean_over: str = "gt_present") -> dict[str, Tensor]:
+def scores_from_confmat(confmat: Tensor, mean_over: str = "union_present") -> dict[str, Tensor]:
     """Reduce a K x K confusion matrix (rows ground truth, columns prediction) to the §5 scores.
 
     Returns float64 tensors, fractions in [0, 1]: scalars ``pixel_acc``, ``mean_acc``,
@@ -85,16 +85,17 @@ class SegmentationScores(MulticlassConfusionMatrix):
 
     ``mean_over`` picks the classes the means count:
 
-    - ``"gt_present"`` (default): skip classes absent from the ground truth in both means.
-    - ``"union_present"``: FCN's ``score.py`` for mean IU (nanmean): a class predicted but absent
-      from the ground truth counts 0, a class absent from both is skipped.
+    - ``"union_present"`` (default, as conf/train.yaml): FCN's ``score.py`` for mean IU
+      (nanmean): a class predicted but absent from the ground truth counts 0, a class absent from
+      both is skipped; mean accuracy skips classes absent from the ground truth.
+    - ``"gt_present"``: skip classes absent from the ground truth in both means.
     - ``"all"``: SegNet's script, divide by K; absent classes count 0.
 
     They agree when every class occurs in the ground truth, as in seg11valid and CamVid test.
     torchmetrics 1.9's own ``MulticlassJaccardIndex(average="macro")`` gives each class absent
     from both prediction and ground truth weight 0 (whatever ``zero_division``) but counts a
-    class predicted yet absent from the ground truth as 0: it equals ``"union_present"`` and
-    differs from the default ``"gt_present"``. (``segmentation.MeanIoU`` averages per sample,
+    class predicted yet absent from the ground truth as 0: it equals ``"union_present"``, the
+    default, and differs from ``"gt_present"``. (``segmentation.MeanIoU`` averages per sample,
     which docs/reference.md §6 warns against.)
     """
 
@@ -102,7 +103,7 @@ class SegmentationScores(MulticlassConfusionMatrix):
         self,
         num_classes: int,
         ignore_index: int | None = 255,
-        mean_over: str = "gt_present",
+        mean_over: str = "union_present",
         validate_args: bool = False,
         **kwargs,
     ) -> None:

@@ -53,11 +53,40 @@ class Notes:
         return "\n".join(f"{i}. {t}" for i, t in enumerate(self.items, 1))
 
 
-
-
 def iter_cell(ev: dict | None) -> str:
     """An evaluation's iteration for a table cell; "–" without one."""
     return str(ev["iteration"]) if ev else DASH
+
+
+def iter_range(evs) -> str:
+    """The iterations of a group's evaluations: one number, or "min–max" where they differ."""
+    its = sorted({e["iteration"] for e in evs if e})
+    if not its:
+        return DASH
+    return str(its[0]) if len(its) == 1 else f"{its[0]}{DASH}{its[-1]}"
+
+
+def fmt_stat(stat, decimals: int, n_row: int | None = None) -> str:
+    """A group's cell, in percent: "mean ± std" (sample std), the value alone for one run, "–"
+    for none; "(n=k)" is added where fewer runs than the row's ``n_row`` have this value."""
+    if stat is None:
+        return DASH
+    text = f"{stat.mean:.{decimals}f}"
+    if stat.n > 1:
+        text += f" ± {stat.std:.{decimals}f}"
+    if n_row is not None and stat.n < n_row:
+        text += f" (n={stat.n})"
+    return text
+
+
+def fmt_signed(value: float | None, decimals: int) -> str:
+    return DASH if value is None else f"{value:+.{decimals}f}"
+
+
+def fmt_p(p: float | None) -> str:
+    if p is None or (isinstance(p, float) and math.isnan(p)):
+        return DASH
+    return f"{p:.2g}" if p >= 0.001 else "<0.001"
 
 
 def md_section(title: str, *blocks: str) -> str:

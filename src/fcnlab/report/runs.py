@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import yaml
@@ -51,6 +53,64 @@ class Run:
     def budgets(self) -> list[int] | None:
         budgets = self.config.get("budgets")
         return sorted(int(b) for b in budgets) if budgets else None
+
+    @cached_property
+    def overrides(self) -> list[str] | None:
+        """The job's own command-line overrides (``.hydra/overrides.yaml``: the sweep's values
+        for this job, e.g. ``model=fcn32s``, ``seed=1``), or None where Hydra wrote none."""
+        try:
+            items = yaml.safe_load((self.folder / ".hydra" / "overrides.yaml").read_text())
+        except (OSError, yaml.YAMLError):
+            return None
+        return [str(i) for i in items] if isinstance(items, list) else None
+
+    @property
+    def seed(self):
+        """The run's seed: its recorded config's, else its job's ``seed=`` override."""
+        if self.config.get("seed") is not None:
+            return self.config["seed"]
+        for item in self.overrides or []:
+            key, _, value = item.partition("=")
+            if key.lstrip("+~") == "seed":
+                return value
+        return None
+
+
+def launch_settings(run: Run, source: str) -> dict[str, str] | None:
+    """What the run was launched with, its seed left out, as ``{dotted key: value}``: the job's
+    overrides (``source="overrides"``) or its recorded config, flattened (``"config"``). None
+    when that source is missing (a job that crashed before writing its record).
+
+    In the config, the job's own folder and path parts named after its seed (``seed3``,
+    ``seed=3``: FCN-16s of seed 3 starts from ``fcn32s/seed3``) are masked, so that two runs
+    differing only in their seed compare equal."""
+    if source == "overrides":
+        if run.overrides is None:
+            return None
+        items = (item.partition("=") for item in run.overrides)
+        return {k.lstrip("+~"): v for k, _, v in items if k.lstrip("+~") != "seed"}
+    if not run.config:
+        return None
+    own = {str(run.folder), str(_get(run.config, "paths.output_dir") or run.folder)}
+    seed = run.seed
+    pattern = re.compile(rf"(seed[=_-]?){re.escape(str(seed))}(?!\d)") if seed is not None \
+        else None
+    flat: dict[str, str] = {}
+
+    def walk(value, key: str) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(v, f"{key}.{k}" if key else str(k))
+            return
+        text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+        for folder in own:
+            text = text.replace(folder, "<job>")
+        if pattern is not None:
+            text = pattern.sub(r"\1<seed>", text)
+        flat[key] = text
+
+    walk({k: v for k, v in run.config.items() if k != "seed"}, "")
+    return flat
 
 
 def _get(d: dict | None, dotted: str, default=None):
