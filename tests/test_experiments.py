@@ -164,8 +164,8 @@ def _sweep(tmp_path: Path, data_dir: Path, args: list[str]) -> None:
 def _report(sweep: Path) -> list[dict]:
     subprocess.run([sys.executable, "-m", "fcnlab.report", str(sweep), "--no-predictions"],
                    check=True, cwd=ROOT, capture_output=True, timeout=300)
-    with open(sweep / "report" / "table.csv") as f:
-        return list(csv.DictReader(f))
+    with open(sweep / "report" / "table.csv") as f:  # one row per run (kind=run) is compared
+        return [r for r in csv.DictReader(f) if r.get("kind") == "run"]
 
 
 def _record(sweep: Path, model: str, seed: int = 0) -> dict:

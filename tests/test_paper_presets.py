@@ -75,8 +75,9 @@ def _report(sweep: Path) -> tuple[str, list[dict]]:
     done = subprocess.run([sys.executable, "-m", "fcnlab.report", str(sweep), "--no-predictions"],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    with open(sweep / "report" / "table.csv") as f:
-        return (sweep / "report" / "table.md").read_text(), list(csv.DictReader(f))
+    with open(sweep / "report" / "table.csv") as f:  # the rows of single runs (kind=run)
+        rows = [r for r in csv.DictReader(f) if r.get("kind") == "run"]
+    return (sweep / "report" / "table.md").read_text(), rows
 
 
 def _record(sweep: Path, model: str) -> dict:

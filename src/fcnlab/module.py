@@ -147,9 +147,14 @@ class SegmentationModule(L.LightningModule):
         self.last_scores: dict[str, dict] = {}
 
     @classmethod
-    def from_checkpoint(cls, ckpt_path: str | Path) -> tuple[SegmentationModule, dict]:
+    def from_checkpoint(cls, ckpt_path: str | Path,
+                        metrics: dict | None = None) -> tuple[SegmentationModule, dict]:
         """``(module, checkpoint dict)`` rebuilt from a checkpoint alone (``weights_only=True``):
         how every task (evaluate, predict, export) gets a trained network back.
+
+        ``metrics``: settings over the checkpoint's own (``eval.py metrics.boundary.preset=…``),
+        e.g. to score an older run with today's BF or a new run with an older rule; the
+        ``boundary`` block is merged key by key.
 
         The network comes back on the plain path (default layout, not compiled) whatever ``fast``
         settings the run trained with: those are about the machine, so the caller chooses again
@@ -161,7 +166,15 @@ class SegmentationModule(L.LightningModule):
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
         if "hyper_parameters" not in ckpt or "state_dict" not in ckpt:
             raise ConfigError(f"ckpt_path: {str(path)!r} is not an fcnlab Lightning checkpoint")
-        module = cls(**{**ckpt["hyper_parameters"], "fast": None})
+        hparams = {**ckpt["hyper_parameters"], "fast": None}
+        given = {k: v for k, v in (metrics or {}).items() if v is not None and k != "boundary"}
+        bf = {k: v for k, v in ((metrics or {}).get("boundary") or {}).items() if v is not None}
+        if given or bf:  # null entries keep the checkpoint's setting
+            merged = {**(hparams.get("metrics") or {}), **given}
+            if bf:
+                merged["boundary"] = {**(merged.get("boundary") or {}), **bf}
+            hparams["metrics"] = merged
+        module = cls(**hparams)
         module.load_state_dict(ckpt["state_dict"])
         return module, ckpt
 

@@ -26,6 +26,7 @@ from fcnlab.tasks.train import train
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow  # ~30 s; test_ddp_train_finishes_and_equals_one_process_eval holds the same
 def test_two_process_evaluation_equals_one(tmp_path, data_dir):
     # 7 validation images, evaluated one per batch: rank 0 gets 4, rank 1 gets 3.
     sizes = ["data.datamodule.num_val=7", "data.datamodule.eval_batch_size=1"]

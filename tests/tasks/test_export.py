@@ -114,6 +114,7 @@ def test_export_config_defaults_and_checks():
         export_arguments(_export_cfg())
 
 
+@pytest.mark.slow  # ~30 s of subprocesses; the export errors themselves are tested in-process above
 def test_script_errors_are_one_line(tmp_path):
     """``python export.py``: a missing checkpoint, an unknown format, an argument that is not an
     override and no ckpt_path each end with one ``error:`` line and exit 1; --help exits 0."""

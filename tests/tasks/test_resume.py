@@ -90,7 +90,9 @@ def _files(run: Path) -> dict[str, tuple[int | None, bytes]]:
             for p in sorted(run.rglob("*")) if p.is_file()}
 
 
-@pytest.mark.parametrize("workers", [0, 2])
+# Two loader workers: the same guarantee with worker processes, kept in `make test-slow` (~45 s);
+# the default suite runs the in-process loader.
+@pytest.mark.parametrize("workers", [0, pytest.param(2, marks=pytest.mark.slow)])
 def test_sigkill_then_resume_equals_uninterrupted(tmp_path, data_dir_module, workers):
     extra = [f"data.datamodule.num_workers={workers}", "resume=auto"]
     # The uninterrupted run.

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from optional_extras import skip_unless_installed
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,6 +37,7 @@ def test_multirun_with_a_failing_job(tmp_path, data_dir):
     assert "failed" in table and jobs[1].name in table
 
 
+@pytest.mark.slow  # ~25 s, an optional launcher (the launchers extra)
 def test_joblib_launcher_runs_jobs_in_parallel_processes(tmp_path, data_dir):
     skip_unless_installed("launcher", "joblib")  # the launchers extra
     proc = subprocess.run(
@@ -50,6 +52,7 @@ def test_joblib_launcher_runs_jobs_in_parallel_processes(tmp_path, data_dir):
     assert "Joblib.Parallel(n_jobs=2" in proc.stdout + proc.stderr
 
 
+@pytest.mark.slow  # ~15 s, an optional sweeper (the optuna extra)
 def test_optuna_sweeper_gets_the_validation_mean_iou(tmp_path, data_dir):
     skip_unless_installed("hparams_search", "optuna_lr")  # the optuna extra
     proc = subprocess.run(

@@ -142,6 +142,33 @@ def test_eval_accepts_debug_fast(fcn8s_run, tmp_path, data_dir):
     assert result["status"] == "finished" and len(result["evaluations"]) == 1
 
 
+def test_eval_scores_with_other_metric_settings_when_asked(fcn8s_run, tmp_path, data_dir):
+    """eval.py metrics.boundary.preset=fcnlab_v1: the run's checkpoint scored with the older BF
+    rule (and an older mean IU rule), the network and everything else as trained."""
+    from fcnlab.metrics.boundary import resolve_options
+
+    _, run = fcn8s_run
+    ckpt = run / "checkpoints" / "last.ckpt"
+    module, _ = SegmentationModule.from_checkpoint(ckpt)
+    assert module.val_bf.options == resolve_options("segnet_script")  # as trained (default)
+    cfg = compose_cfg("eval", [f"ckpt_path={ckpt}", "metrics.boundary.preset=fcnlab_v1",
+                               "metrics.mean_over=gt_present"], tmp_path, data_dir=data_dir,
+                      debug=None)
+    result = evaluate(cfg)
+    (evaluation,) = result["evaluations"]
+    legacy, _ = SegmentationModule.from_checkpoint(
+        ckpt, metrics={"mean_over": "gt_present", "boundary": {"preset": "fcnlab_v1"}})
+    assert legacy.val_bf.options == resolve_options("fcnlab_v1")
+    assert legacy.val_scores.mean_over == "gt_present"
+    # The override reached the scores: gt_present leaves out the classes predicted but absent
+    # from the ground truth, which union_present (the run's) counts as 0, so it cannot be lower;
+    # what does not depend on the rule is unchanged.
+    final = _val(fcn8s_run[0])[-1]
+    assert evaluation["pixel_acc"] == final["pixel_acc"]
+    assert evaluation["mean_iou"] >= final["mean_iou"]
+    assert result["config"]["metrics"]["boundary"]["preset"] == "fcnlab_v1"
+
+
 def test_load_module_rebuilds_the_network(fcn8s_run):
     _, run = fcn8s_run
     module, ckpt = SegmentationModule.from_checkpoint(run / "checkpoints" / "last.ckpt")

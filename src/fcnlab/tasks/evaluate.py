@@ -26,7 +26,8 @@ def evaluate(cfg: DictConfig) -> dict:
         raise ConfigError(f"split: expected 'val' or 'test', got {cfg.get('split')!r}")
     if not cfg.get("ckpt_path"):
         raise ConfigError("ckpt_path: expected the path of a checkpoint to evaluate")
-    module, ckpt = SegmentationModule.from_checkpoint(cfg.ckpt_path)
+    module, ckpt = SegmentationModule.from_checkpoint(cfg.ckpt_path,
+                                                      metrics=to_plain(cfg.get("metrics")))
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     # A complete data config on the command line wins; a partial one (e.g. from debug=fast,
