@@ -122,3 +122,26 @@ def cfg_eval(tmp_path, data_dir) -> DictConfig:
     cfg = compose_cfg("eval", [], tmp_path / "eval", data_dir=data_dir, debug=None)
     yield cfg
     GlobalHydra.instance().clear()
+
+
+def run_scripts(script: str, runs: dict[str, list[str]], cwd: Path,
+                timeout: float = 180) -> dict[str, tuple[int, str, str]]:
+    """Run the top-level ``script`` (e.g. ``"export.py"``) once per case, all at once, from
+    ``cwd`` (another folder: the script must find conf/ next to itself); return
+    ``{case: (exit code, stdout, stderr)}``. Each case is bounded by ``timeout`` seconds."""
+    import subprocess
+    import sys
+
+    procs = {name: subprocess.Popen([sys.executable, str(ROOT / script), *args], cwd=cwd,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for name, args in runs.items()}
+    done = {}
+    for name, proc in procs.items():
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            for p in procs.values():
+                p.kill()
+            raise
+        done[name] = (proc.returncode, out, err)
+    return done

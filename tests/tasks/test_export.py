@@ -6,12 +6,10 @@ different from the export size (the FCN crops must stay aligned at every size); 
 from __future__ import annotations
 
 import importlib.util
-import subprocess
-import sys
 
 import pytest
 import torch
-from conftest import CONF_DIR, ROOT
+from conftest import CONF_DIR, run_scripts
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
@@ -125,14 +123,7 @@ def test_script_errors_are_one_line(tmp_path):
         "no_ckpt": [],
         "help": ["--help"],
     }
-    procs = {name: subprocess.Popen([sys.executable, str(ROOT / "export.py"), *args],
-                                    cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                    text=True)
-             for name, args in runs.items()}
-    done = {}
-    for name, proc in procs.items():
-        out, err = proc.communicate(timeout=180)
-        done[name] = (proc.returncode, out, err)
+    done = run_scripts("export.py", runs, tmp_path)
     expected = {"format": "error: format: expected one of ['onnx'], got 'tflite'",
                 "nonsense": "error: nonsense: not a valid override (missing EQUAL",
                 "no_ckpt": "error: ckpt_path: expected the path of a checkpoint to export"}

@@ -1,10 +1,8 @@
 """``python params.py``: the parameter table of every model config, built from the real config."""
 
-import subprocess
-import sys
 
 import pytest
-from conftest import CONF_DIR, ROOT
+from conftest import CONF_DIR, run_scripts
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
@@ -59,14 +57,7 @@ def test_bad_values_name_their_key(overrides, key):
 def test_script_prints_the_table_and_errors_in_one_line(tmp_path):
     """The real entry, from another working directory (conf/ is found next to params.py)."""
     runs = {"table": ["width=0.0625", "classes=3"], "bad": ["classes=[1]"]}
-    procs = {name: subprocess.Popen([sys.executable, str(ROOT / "params.py"), *args],
-                                    cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                    text=True)
-             for name, args in runs.items()}
-    done = {}
-    for name, proc in procs.items():
-        out, err = proc.communicate(timeout=180)
-        done[name] = (proc.returncode, out, err)
+    done = run_scripts("params.py", runs, tmp_path)
     code, out, err = done["table"]
     assert code == 0, err
     assert "| model | learnable (K=3) | fixed (K=3) |" in out

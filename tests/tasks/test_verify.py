@@ -1,12 +1,10 @@
 """``python verify.py data=…``: every bad file at once, a summary, and the exit status (0 all well,
 1 bad files, 2 a configuration that cannot be built)."""
 
-import subprocess
-import sys
 
 import numpy as np
 import pytest
-from conftest import ROOT, compose_cfg
+from conftest import compose_cfg, run_scripts
 from hydra.core.global_hydra import GlobalHydra
 from PIL import Image
 
@@ -115,14 +113,7 @@ def test_script_exit_status_and_one_line_errors(tmp_path):
         "help": ["--help"],
     }
     # cwd=tmp_path: verify.py finds conf/ next to itself, not in the working directory.
-    procs = {name: subprocess.Popen([sys.executable, str(ROOT / "verify.py"), *args],
-                                    cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                    text=True)
-             for name, args in runs.items()}
-    done = {}
-    for name, proc in procs.items():
-        out, err = proc.communicate(timeout=180)
-        done[name] = (proc.returncode, out, err)
+    done = run_scripts("verify.py", runs, tmp_path)
     code, out, err = done["bad_files"]
     assert code == 1, out + err
     assert f"{camvid / 'test.txt'} line 2" in out and "Bicyclist" in out
