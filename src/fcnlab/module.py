@@ -131,6 +131,8 @@ class SegmentationModule(L.LightningModule):
         self.val_loss = SplitLoss()
         self.test_loss = SplitLoss()
         self.val_bf = self.test_bf = None
+        self._bf_now = True  # set at the start of each evaluation (_bf_due)
+        self.bf_every = "interval"
         if boundary is not None:
             # every: when a training run computes BF (docs/metrics.md "BF"); not a BF option
             boundary = dict(boundary)
@@ -320,7 +322,7 @@ class SegmentationModule(L.LightningModule):
         else:
             pred = crf_predict(logits, image, preprocess=self.preprocess, config=self.crf)
         scores.update(pred, target)
-        if bf is not None and self._bf_due():
+        if bf is not None and self._bf_now:
             bf.update(pred, target)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
@@ -334,7 +336,7 @@ class SegmentationModule(L.LightningModule):
         result = scores.compute()  # one confusion matrix over the whole split, synced
         scores.reset()
         headline = {k: float(result[k]) for k in ("pixel_acc", "mean_acc", "mean_iou", "fw_iou")}
-        if bf is not None and self._bf_due():
+        if bf is not None and self._bf_now:
             headline["bf"] = float(bf.compute())  # per image, then the mean over images
             bf.reset()
         split_loss = loss.compute()  # the sums of every process (torchmetrics syncs on compute)
@@ -380,6 +382,13 @@ class SegmentationModule(L.LightningModule):
         budgets = {b for cb in trainer.callbacks if isinstance(cb, BudgetCheckpoints)
                    for b in cb.budgets}
         return step in budgets or step == trainer.max_steps
+
+    # Decided once per evaluation, not per batch (the step and the budgets do not change in it).
+    def on_validation_epoch_start(self) -> None:
+        self._bf_now = self._bf_due()
+
+    def on_test_epoch_start(self) -> None:
+        self._bf_now = self._bf_due()
 
     def on_validation_epoch_end(self) -> None:
         self._end_eval(self.val_scores, self.val_bf, self.val_loss, "val")
