@@ -137,6 +137,19 @@ def test_tiny_pretrain_writes_a_classifier_the_fcn_trunk_loads(tmp_path, data_di
     assert torch.equal(net.trunk.conv1_1.weight, state["features.0.weight"])
 
 
+def test_a_bn_pretrain_saves_the_plain_layout_with_its_bns_folded(tmp_path, data_dir):
+    cfg = compose_cfg("train", TINY + ["pretrain.batch_norm=true"], tmp_path, data_dir=data_dir)
+    pretrain(cfg)
+    GlobalHydra.instance().clear()
+    path = tmp_path / "run" / "vgg16_classifier.pt"
+    state = load_vgg16_classifier(path)
+    assert "features.1.running_mean" not in state and "features.2.weight" in state  # plain
+    sidecar = json.loads((tmp_path / "run" / "vgg16_classifier.pt.json").read_text())
+    assert sidecar["batch_norm_folded"] is True
+    net = FCN(num_classes=11, variant="32s", width=0.0625)  # no BN: the paper's FCN loads it
+    assert len(convolutionalize(state, net.trunk)["copied"]) == 30
+
+
 def test_train_dispatches_and_fcn32s_fixed_loads_the_file(tmp_path, data_dir):
     from fcnlab.tasks.train import train
 

@@ -55,6 +55,7 @@ from torch.utils.data import DataLoader
 from fcnlab.callbacks.records import RunRecord, parameter_counts
 from fcnlab.config import instantiate, to_plain
 from fcnlab.errors import ConfigError, DataError
+from fcnlab.models.fold import folded_state_dict
 from fcnlab.models.vgg import VGG16_FC6_KERNEL, VGG16Classifier, check_width
 from fcnlab.models.weights import SIDECAR_SUFFIX, file_sha256
 from fcnlab.optim import param_groups
@@ -72,6 +73,9 @@ DEFAULTS = {
     "width": 0.125, "crop_size": FAITHFUL_CROP, "jitter": 8, "hflip": True, "min_pixels": 8,
     "background_per_image": 1, "background_margin": 16, "batch_size": 32, "eval_batch_size": 64,
     "dropout": 0.5, "fc_init": "torchvision", "save_as": CLASSIFIER_FILE,
+    # BN after every conv while training; the file is saved with each BN folded into its conv
+    # (fcnlab.models.fold), i.e. the plain vgg16 layout the papers' networks load.
+    "batch_norm": False,
     # The recipe's own schedule, over optim.optimizer.lr / trainer.max_steps /
     # trainer.val_check_interval when set: in a table sweep (conf/table/fcn_table-embedded.yaml)
     # the classifier is one job beside FCN jobs whose optim and trainer it shares. null: those.
@@ -89,14 +93,17 @@ class CropClassifierModule(L.LightningModule):
     """A :class:`VGG16Classifier` trained with cross-entropy on crops; accuracy on val crops.
 
     After each validation, ``last_scores["val"]`` holds accuracy, mean class accuracy, the
-    per-class accuracy and the confusion matrix (what :class:`~fcnlab.callbacks.records.RunRecord` stores).
+    per-class accuracy and the confusion matrix (what
+    :class:`~fcnlab.callbacks.records.RunRecord` stores).
     """
 
     def __init__(self, *, width: float, num_classes: int, class_names: Sequence[str],
-                 optim: dict, dropout: float = 0.5, fc_init: str = "torchvision"):
+                 optim: dict, dropout: float = 0.5, fc_init: str = "torchvision",
+                 batch_norm: bool = False):
         super().__init__()
         self.save_hyperparameters()
-        self.net = VGG16Classifier(width, num_classes=num_classes, dropout=dropout)
+        self.net = VGG16Classifier(width, num_classes=num_classes, dropout=dropout,
+                                   batch_norm=batch_norm)
         if fc_init == "he":  # fc6/fc7 like the convs; fc8 stays N(0, 0.01)
             for layer in (self.net.classifier[0], self.net.classifier[3]):
                 nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
@@ -212,8 +219,9 @@ def pretrain_params(cfg: DictConfig) -> dict:
         if isinstance(v, bool) or not isinstance(v, int) or v < low:
             hint = " (five 2x2 pools: pool5 must not be empty)" if key == "crop_size" else ""
             raise ConfigError(f"pretrain.{key}: expected an int >= {low}{hint}, got {v!r}")
-    if not isinstance(p["hflip"], bool):
-        raise ConfigError(f"pretrain.hflip: expected true or false, got {p['hflip']!r}")
+    for key in ("hflip", "batch_norm"):
+        if not isinstance(p[key], bool):
+            raise ConfigError(f"pretrain.{key}: expected true or false, got {p[key]!r}")
     if not (isinstance(p["dropout"], (int, float)) and 0 <= p["dropout"] < 1):
         raise ConfigError(f"pretrain.dropout: expected a number in [0, 1), got {p['dropout']!r}")
     if p["fc_init"] not in ("torchvision", "he"):
@@ -294,7 +302,7 @@ def pretrain(cfg: DictConfig) -> dict:
     module = CropClassifierModule(width=p["width"], num_classes=k,
                                   class_names=list(datamodule.class_names),
                                   optim=optim, dropout=p["dropout"],
-                                  fc_init=p["fc_init"])
+                                  fc_init=p["fc_init"], batch_norm=p["batch_norm"])
     recorder = RunRecord(output_dir, {
         "task": "pretrain",
         "model": "vgg16_classifier",
@@ -315,12 +323,16 @@ def pretrain(cfg: DictConfig) -> dict:
     )
     fit_and_validate(trainer, module, loaders, recorder)
     path = output_dir / p["save_as"]
-    state = {key: v.detach().cpu().contiguous() for key, v in module.net.state_dict().items()}
+    if p["batch_norm"]:  # eval-mode BN folded into the convs: the plain vgg16 layout
+        state = folded_state_dict(module.net.features, module.net.classifier)
+    else:
+        state = {key: v.detach().cpu().contiguous() for key, v in module.net.state_dict().items()}
     torch.save(state, path)
     sha = file_sha256(path)
     classifier = {"path": str(path), "sha256": sha, "layout": "torchvision",
                   "width": p["width"], "num_classes": k, "class_names": list(module.class_names),
-                  "crop_size": p["crop_size"], "preprocess": mode}
+                  "crop_size": p["crop_size"], "preprocess": mode,
+                  "batch_norm_folded": p["batch_norm"]}
     Path(str(path) + SIDECAR_SUFFIX).write_text(json.dumps(classifier, indent=2) + "\n")
     recorder.save(status="finished", iterations=trainer.global_step, classifier=classifier)
     if trainer.global_rank == 0:
