@@ -1,8 +1,7 @@
 """The table experiments: what every job of the four sweeps is, then two end to end at toy size.
 
-Every job of experiment=fcn_table_{embedded,paper}, fcn_heavy_paper and segnet_table_{embedded,paper}
-is composed
-and its key values pinned (data, solver, schedule, budgets, batch, preprocessing, weights, stage
+Every job of experiment=fcn_table_{embedded,paper}, fcn_heavy_paper and
+segnet_table_{embedded,paper} is composed and its key values pinned (data, solver, schedule, budgets, batch, preprocessing, weights, stage
 chain, split): the presets were once spread over conf/experiment, conf/table and the command
 line, and these numbers are what they composed to. End to end: the FCN staged chain (FCN-32s ->
 16s -> 8s) inside one multirun command, and the SegNet table's 2 models x 2 budgets with the
@@ -34,13 +33,16 @@ FCN_HEAVY_LR = {"fcn32s": 1e-10, "fcn16s": 1e-12, "fcn8s": 1e-14, "fcn8s_atonce"
 FCN_CVPR_LR = {"fcn32s_fixed": 1e-4, "fcn32s": 1e-4, "fcn16s": 1e-6, "fcn8s": 1e-8}
 SEGNET_MODELS = ["segnet", "deeplab_largefov", "fcn_bilinear", "fcn_learnt_deconv", "deconvnet"]
 ABSENT = "<absent>"  # the key is not in the job's config
-# the embedded sweep's first job, of the same seed
-FEATURES = "{sweep}/vgg16_classifier/seed0/vgg16_classifier.pt"
+# the embedded scale's cached classifier (fcnlab.tasks.features), the same for every seed
+FEATURES = "embedded_imagenet"
 STAGES = {"fcn16s": "{sweep}/fcn32s/seed0/checkpoints/last.ckpt",
           "fcn8s": "{sweep}/fcn16s/seed0/checkpoints/last.ckpt"}
 EMBEDDED = {"model.net.width": 0.125, "data.name": "synthetic",
             "data.datamodule.preprocess": "torchvision", "optim.optimizer._target_":
-            "torch.optim.Adam", "optim.optimizer.lr": 1e-3, "optim.optimizer.weight_decay": 0.0,
+            "torch.optim.Adam", "optim.optimizer.lr": 3e-3, "optim.optimizer.weight_decay": 0.0,
+            "optim.scheduler._target_": "torch.optim.lr_scheduler.PolynomialLR",
+            "optim.scheduler.power": 0.9, "deviations.fcn_geometry": "aligned",
+            "deviations.batch_norm": True, "deviations.fc_channels": 1024,
             "trainer.accelerator": "auto", "loss.reduction": "mean", "loss.class_weights": None}
 PAPER = {"model.net.width": 1.0, "data.datamodule.preprocess": "caffe",
          "optim.optimizer._target_": "torch.optim.SGD", "trainer.accelerator": "gpu",
@@ -57,15 +59,16 @@ FCN_VOC = {"data.name": "voc", "data.datamodule.batch_size": 1,
 SWEEPS = {
     "fcn_table_embedded": {
         "folder": "fcn_table-embedded",
-        "models": ["vgg16_classifier", "fcn32s_fixed", "fcn32s", "fcn16s", "fcn8s"],
+        "models": ["fcn32s_fixed", "fcn32s", "fcn16s", "fcn8s"],
         "all": {**EMBEDDED, "data.datamodule.batch_size": 8,
-                "data.datamodule.image_size": [96, 128],
-                "trainer.max_steps": 800, "trainer.val_check_interval": 200, "budgets": [],
-                "pretrain.max_steps": 300, "pretrain.val_check_interval": 100,
-                "pretrain.lr": 1e-4, "callbacks.bn_recompute": ABSENT},
+                "data.datamodule.image_size": [96, 128], "data.datamodule.num_train": 2000,
+                "data.datamodule.num_val": 200, "optim.scheduler.total_iters": 1200,
+                "trainer.max_steps": 1200, "trainer.val_check_interval": 300, "budgets": [],
+                "model.net.geometry": "aligned", "model.net.batch_norm": True,
+                "model.net.fc_channels": 1024, "embedded_imagenet.data.seed": 1,
+                "callbacks.bn_recompute": ABSENT, "task": "train"},
         "job": lambda m: {"model.pretrained": FEATURES if m in ("fcn32s_fixed", "fcn32s") else None,
-                          "model.init_from": STAGES.get(m), "task": "pretrain"
-                          if m == "vgg16_classifier" else "train"},
+                          "model.init_from": STAGES.get(m)},
     },
     "fcn_table_paper": {  # the CVPR protocol of Table 2 (docs/reference.md §3)
         "folder": "fcn_table-paper",
@@ -176,14 +179,14 @@ def test_fcn_table_staged_chain_in_one_multirun(tmp_path, data_dir):
     args = ["experiment=fcn_table_embedded", "trainer.max_steps=2"]
     _sweep(tmp_path, data_dir, args)
     sweep = tmp_path / "tables" / "fcn_table-embedded"
-    # The first job pretrains the classifier (with the recipe's lr, on the trainer's schedule
-    # under debug=fast); FCN-32s-fixed fixes it and FCN-32s starts from it.
-    pre = _record(sweep, "vgg16_classifier")
-    assert pre["task"] == "pretrain" and pre["status"] == "finished"
-    assert pre["iterations"] == 2 and pre["pretrain"]["lr"] == pytest.approx(1e-4)
-    sha = pre["classifier"]["sha256"]
-    for model in ("fcn32s_fixed", "fcn32s"):
-        assert _record(sweep, model)["pretrained"]["sha256"] == sha
+    # FCN-32s-fixed builds the embedded ImageNet (debug=fast: its recipe shrunk), FCN-32s finds
+    # it cached: both start from the same file.
+    fixed = _record(sweep, "fcn32s_fixed")["pretrained"]
+    full = _record(sweep, "fcn32s")["pretrained"]
+    assert fixed["embedded_imagenet"]["built_now"] and not full["embedded_imagenet"]["built_now"]
+    assert fixed["sha256"] == full["sha256"] == fixed["embedded_imagenet"]["sha256"]
+    sha, key = fixed["sha256"], fixed["embedded_imagenet"]["key"]
+    assert fixed["embedded_imagenet"]["path"].startswith(str(data_dir / "embedded_imagenet" / key))
     assert _record(sweep, "fcn16s")["init_from"].endswith("fcn32s/seed0/checkpoints/last.ckpt")
     assert _record(sweep, "fcn8s")["init_from"].endswith("fcn16s/seed0/checkpoints/last.ckpt")
     assert _record(sweep, "fcn16s")["init_copied"] > 0 and _record(sweep, "fcn8s")["init_copied"]
@@ -192,18 +195,17 @@ def test_fcn_table_staged_chain_in_one_multirun(tmp_path, data_dir):
         final = _record(sweep, model)["evaluations"][-1]
         (row,) = [r for r in rows if r.get("model") == model]
         assert float(row["mean_iou"]) == pytest.approx(100 * final["mean_iou"])
-    assert not [r for r in rows if r.get("model") == "vgg16_classifier"]  # not a table row
     md = (sweep / "report" / "table.md").read_text()
     assert "Features: the pretrained VGG16 classifier" in md and sha[:12] in md
-    assert "| 2 | 8 | 64x64 crops |" in md  # its own schedule, batch and crops in ## Runs
+    assert f"embedded_imagenet {key} (2 runs)" in md
 
-    # Re-running the command finishes the sweep: the classifier is not trained again (the
-    # FCN-32s runs were initialised from this one), and its file stays the same.
-    classifier = sweep / "vgg16_classifier" / "seed0" / "vgg16_classifier.pt"
+    # Re-running the command finishes the sweep: nothing is trained or built again.
+    classifier = Path(fixed["embedded_imagenet"]["path"])
     stamp = classifier.stat().st_mtime_ns
+    before = _record(sweep, "fcn8s")
     _sweep(tmp_path, data_dir, args)
     assert classifier.stat().st_mtime_ns == stamp
-    assert _record(sweep, "vgg16_classifier")["classifier"]["sha256"] == sha
+    assert _record(sweep, "fcn8s") == before
 
 
 def test_segnet_table_budgets_reach_the_report(tmp_path, data_dir):

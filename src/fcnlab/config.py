@@ -81,9 +81,13 @@ def check_train_config(cfg: DictConfig) -> None:
     _expect(cfg, "optim.optimizer.lr", lambda v: isinstance(v, (int, float))
             and not isinstance(v, bool) and v > 0, "a positive number")
     pretrained = OmegaConf.select(cfg, "model.pretrained")
-    if pretrained is not None and not (isinstance(pretrained, str) and Path(pretrained).is_file()):
+    if pretrained == "embedded_imagenet":  # fcnlab.tasks.features: built with the run's preprocess
+        pretrained = None
+    elif pretrained is not None and not (isinstance(pretrained, str)
+                                         and Path(pretrained).is_file()):
         raise ConfigError(f"model.pretrained: {pretrained!r} is not a file; expected a local VGG16 "
-                          f"classifier state dict (torchvision or Caffe layout)")
+                          f"classifier state dict (torchvision or Caffe layout) or "
+                          f"embedded_imagenet (the embedded scale's cached classifier)")
     from fcnlab.data.transforms import PREPROCESS_MODES
 
     _expect(cfg, "model.pretrained_preprocess", lambda v: v is None or v in PREPROCESS_MODES,

@@ -99,6 +99,9 @@ def test_train_writes_record_checkpoints_and_csv(fcn8s_run):
     assert p["total"] == p["learnable"] + p["fixed"] and p["learnable"] > 0
     assert record["config"]["model"]["net"]["width"] == 0.0625
     assert record["wall_time_s"] > 0
+    # Training time, evaluations excluded: grows between evaluations, less than the wall time.
+    first, second = (e["train_s"] for e in _val(record))
+    assert 0 < first < second <= record["train_time_s"] < record["wall_time_s"]
     assert (run / "checkpoints" / "last.ckpt").is_file()
     assert record["checkpoints"]["last"] == str(run / "checkpoints" / "last.ckpt")
     metrics = run / "csv" / "metrics.csv"

@@ -105,6 +105,10 @@ class RunRecord(L.Callback):
     def __init__(self, output_dir: str | Path, header: dict):
         self.path = Path(output_dir) / RESULTS_FILE
         self.started = time.time()
+        # Seconds spent training, evaluations excluded ("FCN-8s in 3 minutes of training"): the
+        # spans from a training batch to the next evaluation (or the end of fit).
+        self.train_s = 0.0
+        self._span: float | None = None
         self.record: dict = {
             **header,
             "status": "running",
@@ -124,10 +128,32 @@ class RunRecord(L.Callback):
                 e for e in old.get("evaluations", []) if e["iteration"] <= step
             ]
             self.started -= old.get("wall_time_s", 0.0)  # wall time counts every attempt
+            # Training time up to the checkpoint: what the last kept evaluation had counted.
+            kept = [e.get("train_s") for e in self.record["evaluations"] if e.get("train_s")]
+            self.train_s = float(kept[-1]) if kept else 0.0
 
     def add_evaluation(self, split: str, iteration: int, scores: dict) -> None:
-        self.record["evaluations"].append({"split": split, "iteration": iteration, **scores})
+        self.record["evaluations"].append({"split": split, "iteration": iteration, **scores,
+                                           "train_s": round(self._train_time(), 3)})
         self.save()
+
+    def _train_time(self) -> float:
+        return self.train_s + (time.time() - self._span if self._span is not None else 0.0)
+
+    def _close_span(self) -> None:
+        if self._span is not None:
+            self.train_s += time.time() - self._span
+            self._span = None
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module, batch, batch_idx) -> None:
+        if self._span is None:
+            self._span = time.time()
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module) -> None:
+        self._close_span()
+
+    def on_train_end(self, trainer: L.Trainer, pl_module) -> None:
+        self._close_span()
 
     def save(self, **updates) -> None:
         """Update the record; global rank 0 writes it (``rank_zero_only.rank`` is set by
@@ -135,6 +161,7 @@ class RunRecord(L.Callback):
         strategy: https://lightning.ai/docs/pytorch/stable/common/trainer.html#global-rank)."""
         self.record.update(updates)
         self.record["wall_time_s"] = round(time.time() - self.started, 3)
+        self.record["train_time_s"] = round(self._train_time(), 3)
         if rank_zero_only.rank != 0:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)

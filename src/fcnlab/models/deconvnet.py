@@ -83,10 +83,19 @@ class DeconvNet(nn.Module):
             per the SegNet benchmark's text.
         unpool: decoder unpooling kind, given to :func:`fcnlab.models.unpool.make_unpool`
             (``max``: the paper's max-unpooling with the encoder's switches).
+        min_block1_channels: lower bound on the width of ``deconv1_1``/``deconv1_2``, the two
+            layers after the last unpooling whose output the 1×1 ``seg_score`` classifies. 0 (the
+            default) = plain width scaling, the paper's 64 at width 1, where any bound ≤ 64 is a
+            no-op. At width 1/8 they are 8 channels wide, and a 1×1 classifier over 8 post-ReLU
+            channels kept DeconvNet at the all-background floor on the synthetic data (SegNet's
+            last layer is a 3×3 conv, 72 inputs per pixel, and learns); 16 lifts it off the
+            floor (measured, see conf/model/deconvnet.yaml). A scale deviation, not the paper.
+            These layers come after ``unpool1``, so no switch shape constrains them.
     """
 
     def __init__(self, num_classes: int, width: float = 1.0, *,
-                 fc_channels: int = VGG16_FC_CHANNELS, unpool: str = "max"):
+                 fc_channels: int = VGG16_FC_CHANNELS, unpool: str = "max",
+                 min_block1_channels: int = 0):
         super().__init__()
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
             raise ConfigError(f"num_classes: expected an int >= 2, got {num_classes!r}")
@@ -94,7 +103,12 @@ class DeconvNet(nn.Module):
             raise ConfigError(
                 f"DeconvNet fc_channels: expected a positive int, got {fc_channels!r}"
             )
+        if (isinstance(min_block1_channels, bool) or not isinstance(min_block1_channels, int)
+                or min_block1_channels < 0):
+            raise ConfigError(f"DeconvNet min_block1_channels: expected an int >= 0, got "
+                              f"{min_block1_channels!r}")
         self.num_classes = num_classes
+        self.min_block1_channels = min_block1_channels
         self.unpool_kind = check_unpool(unpool)
         self.fc6_kernel = VGG16_FC6_KERNEL
         self.trunk = VGG16(
@@ -111,6 +125,8 @@ class DeconvNet(nn.Module):
             names = []
             for i, out in enumerate(outs, 1):
                 out_ch = scaled(out, width)
+                if b == 1:
+                    out_ch = max(out_ch, min_block1_channels)
                 name = f"deconv{b}_{i}"
                 setattr(self, name, nn.ConvTranspose2d(ch, out_ch, 3, padding=1))
                 setattr(self, f"{name}_bn", nn.BatchNorm2d(out_ch))

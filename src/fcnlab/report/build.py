@@ -24,7 +24,8 @@ from fcnlab.report.predictions import write_predictions
 from fcnlab.report.protocol import protocol_section
 from fcnlab.report.runs import MAX_DEPTH, find_runs, unstarted_jobs
 from fcnlab.report.segnet_table import segnet_section
-from fcnlab.report.tables import CSV_FIELDS, choose_tables, features_section, other_section
+from fcnlab.report.tables import (CSV_FIELDS, choose_tables, embedded_imagenet_used,
+                                  features_section, other_section)
 
 
 def build_report(sweep: Path, table: str = "auto", split: str = "val",
@@ -64,8 +65,9 @@ def build_report(sweep: Path, table: str = "auto", split: str = "val",
     if others:
         sections.append(others)
         body.append(others.markdown)
-    if features:
-        body.append(features_section(features))
+    cached = embedded_imagenet_used(everyone)
+    if features or cached:
+        body.append(features_section(features, cached))
     body.append(protocol_section(features + everyone, keys, split))
 
     out.mkdir(parents=True, exist_ok=True)

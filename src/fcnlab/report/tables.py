@@ -269,11 +269,24 @@ def other_section(runs: list[Run], split: str) -> Section | None:
     return Section("other", md, csv_rows, runs)
 
 
-def features_section(runs: list[Run]) -> str:
-    """The sweep's pretrained VGG16 classifier jobs: what the FCN rows were initialised from."""
+def embedded_imagenet_used(runs: list[Run]) -> list[dict]:
+    """The cached embedded-ImageNet classifiers the runs started from (fcnlab.tasks.features),
+    one per recipe key, with the names of the runs that used each."""
+    used: dict[str, dict] = {}
+    for run in runs:
+        info = ((run.record or {}).get("pretrained") or {}).get("embedded_imagenet")
+        if info:
+            entry = used.setdefault(info["key"], {**info, "runs": []})
+            entry["runs"].append(run.name)
+    return list(used.values())
+
+
+def features_section(runs: list[Run], cached: list[dict] = ()) -> str:
+    """What the FCN rows were initialised from: the sweep's own pretraining jobs, and the cached
+    embedded ImageNet classifiers its runs loaded (``model.pretrained: embedded_imagenet``)."""
     notes = Notes()
-    header = ["run", "status", "iteration", "val crop accuracy", "mean class accuracy",
-              "classifier (sha256)"]
+    header = ["classifier", "status", "iteration", "val crop accuracy", "mean class accuracy",
+              "file (sha256)"]
     rows = []
     for run in runs:
         ev = final_evaluation(run, "val")
@@ -283,9 +296,14 @@ def features_section(runs: list[Run]) -> str:
                      fmt(ev.get("accuracy") if ev else None, 1),
                      fmt(ev.get("mean_class_accuracy") if ev else None, 1),
                      f"`{classifier['path']}` ({sha})" if classifier.get("path") else "-"])
+    for info in cached:
+        rows.append([f"embedded_imagenet {info['key']} ({len(info['runs'])} runs)", "cached",
+                     str(info.get("iterations") or "-"), fmt(info.get("accuracy"), 1), "-",
+                     f"`{info['path']}` ({str(info['sha256'])[:12]})"])
     return md_section(
         "Features: the pretrained VGG16 classifier",
-        "Trained in this sweep on object-centred crops of the training split (fcnlab.tasks.pretrain; "
-        "the paper's networks start from ImageNet VGG16). Rows whose initialisation names it "
-        "(## Runs) started from it. Accuracy in percent on the val split's crops.",
+        "Trained on object-centred crops of synthetic images (fcnlab.tasks.pretrain; the "
+        "paper's networks start from ImageNet VGG16): a job of this sweep, or the embedded "
+        "ImageNet built once per recipe and cached (fcnlab.tasks.features). Rows whose "
+        "initialisation names it (## Runs) started from it. Accuracy in percent on val crops.",
         md_table(header, rows), *([notes.markdown()] if notes.items else []))

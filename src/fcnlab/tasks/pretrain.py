@@ -76,6 +76,9 @@ DEFAULTS = {
     # BN after every conv while training; the file is saved with each BN folded into its conv
     # (fcnlab.models.fold), i.e. the plain vgg16 layout the papers' networks load.
     "batch_norm": False,
+    # fc6/fc7 width before the width multiplier (VGG16: 4096); the FCNs that load the file need
+    # the same (conf/train.yaml passes deviations.fc_channels).
+    "fc_channels": 4096,
     # The recipe's own schedule, over optim.optimizer.lr / trainer.max_steps /
     # trainer.val_check_interval when set: in a table sweep (conf/table/fcn_table-embedded.yaml)
     # the classifier is one job beside FCN jobs whose optim and trainer it shares. null: those.
@@ -99,11 +102,11 @@ class CropClassifierModule(L.LightningModule):
 
     def __init__(self, *, width: float, num_classes: int, class_names: Sequence[str],
                  optim: dict, dropout: float = 0.5, fc_init: str = "torchvision",
-                 batch_norm: bool = False):
+                 batch_norm: bool = False, fc_channels: int = 4096):
         super().__init__()
         self.save_hyperparameters()
         self.net = VGG16Classifier(width, num_classes=num_classes, dropout=dropout,
-                                   batch_norm=batch_norm)
+                                   batch_norm=batch_norm, fc_channels=fc_channels)
         if fc_init == "he":  # fc6/fc7 like the convs; fc8 stays N(0, 0.01)
             for layer in (self.net.classifier[0], self.net.classifier[3]):
                 nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
@@ -213,7 +216,7 @@ def pretrain_params(cfg: DictConfig) -> dict:
     except ConfigError as e:
         raise ConfigError(f"pretrain.width: {e}") from None
     for key, low in (("crop_size", MIN_CROP), ("jitter", 0), ("min_pixels", 1),
-                     ("background_per_image", 0), ("background_margin", 0), ("batch_size", 1),
+                     ("fc_channels", 1), ("background_per_image", 0), ("background_margin", 0), ("batch_size", 1),
                      ("eval_batch_size", 1)):
         v = p[key]
         if isinstance(v, bool) or not isinstance(v, int) or v < low:
@@ -302,7 +305,8 @@ def pretrain(cfg: DictConfig) -> dict:
     module = CropClassifierModule(width=p["width"], num_classes=k,
                                   class_names=list(datamodule.class_names),
                                   optim=optim, dropout=p["dropout"],
-                                  fc_init=p["fc_init"], batch_norm=p["batch_norm"])
+                                  fc_init=p["fc_init"], batch_norm=p["batch_norm"],
+                                  fc_channels=p["fc_channels"])
     recorder = RunRecord(output_dir, {
         "task": "pretrain",
         "model": "vgg16_classifier",

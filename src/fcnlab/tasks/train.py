@@ -22,6 +22,7 @@ from fcnlab.config import check_train_config, instantiate, to_plain  # + resolve
 from fcnlab.errors import ConfigError, FcnlabError
 from fcnlab.models.checkpoint import load_init_weights
 from fcnlab.models.weights import load_pretrained_trunk
+from fcnlab.tasks.features import resolve_pretrained
 from fcnlab.module import SegmentationModule
 from fcnlab.tasks.pretrain import pretrain
 from fcnlab.tasks.trainer import (build_trainer, crf_params, fit_and_validate, print_summary,
@@ -101,7 +102,8 @@ def train(cfg: DictConfig) -> dict:
     """Train ``cfg.model`` on ``cfg.data``; evaluate every ``val_check_interval`` iterations.
 
     Returns the run record (also written to ``<output_dir>/results.json``). ``task: pretrain``
-    (``experiment=pretrain_vgg``) trains the VGG16 classifier instead (:mod:`fcnlab.tasks.pretrain`).
+    (``experiment=pretrain_vgg``) trains the VGG16 classifier instead
+    (:mod:`fcnlab.tasks.pretrain`).
     """
     if cfg.get("task") == "pretrain":
         return pretrain(cfg)
@@ -126,13 +128,18 @@ def train(cfg: DictConfig) -> dict:
     if check_size and getattr(datamodule, "image_size", None):
         check_size(datamodule.image_size)
     pretrained = None
-    if cfg.model.get("pretrained"):  # ImageNet VGG16 (or the embedded recipe's) -> the trunk
+    # ImageNet VGG16, or embedded_imagenet: the embedded scale's classifier, built once per recipe
+    # and cached (fcnlab.tasks.features) -> the trunk.
+    weights, embedded = resolve_pretrained(cfg)
+    if weights:
         # Refused before any copy if the weights' input convention is unknown or not the data's
         # preprocess, unless allowed (then recorded as preprocess_warning; docs/reference.md §6).
         pretrained = load_pretrained_trunk(
-            module.net, cfg.model.pretrained, preprocess=cfg.data.datamodule.get("preprocess"),
+            module.net, weights, preprocess=cfg.data.datamodule.get("preprocess"),
             declared=cfg.model.get("pretrained_preprocess"),
             allow_mismatch=bool(cfg.model.get("allow_preprocess_mismatch", False)))
+        if embedded:
+            pretrained["embedded_imagenet"] = embedded
     init_report = None
     if cfg.model.get("init_from"):  # a previous stage: overrides the trunk too
         init_report = load_init_weights(module.net, cfg.model.init_from)

@@ -400,6 +400,9 @@ def print_summary(record: dict, class_names: list[str], output_dir: Path) -> Non
     if len(evals) > 1:
         print("\nval mean IU by iteration: " + ", ".join(
             f"{e['iteration']}: {100 * e['mean_iou']:.2f}" for e in evals))
+    if record.get("train_time_s") is not None:
+        print(f"time: {record['train_time_s'] / 60:.1f} min training (evaluations excluded), "
+              f"{record['wall_time_s'] / 60:.1f} min in all")
     print(f"\nrun folder: {output_dir}\nresults:    {output_dir / 'results.json'}")
     ckpts = record.get("checkpoints") or {}
     if ckpts.get("last"):
