@@ -118,7 +118,43 @@ def test_layer_plan():
     assert all(isinstance(getattr(net, f"unpool{b}"), MaxUnpool) for b in range(1, 6))
 
 
+def test_min_block1_channels_widens_only_the_layers_seg_score_reads():
+    # A no-op at width 1 (deconv1_x are 64 wide there); at width 1/8 it widens deconv1_1/1_2
+    # (and seg_score's input) from 8 to 16 and nothing else; the forward still runs.
+    with torch.device("meta"):
+        plain, bounded = DeconvNet(K), DeconvNet(K, min_block1_channels=64)
+    assert count(plain) == count(bounded)
+    torch.manual_seed(0)
+    small = DeconvNet(K, width=1 / 8, fc_channels=256)
+    wide = DeconvNet(K, width=1 / 8, fc_channels=256, min_block1_channels=16).eval()
+    widths = {n: getattr(wide, n).out_channels for n in wide.decoder_layer_names()}
+    assert widths == {n: (16 if n.startswith("deconv1_") else getattr(small, n).out_channels)
+                      for n in small.decoder_layer_names()}
+    assert wide.seg_score.in_channels == 16 and wide.deconv1_1.in_channels == 8
+    with torch.no_grad():
+        assert wide(torch.randn(1, 3, 200, 200)).shape == (1, K, 200, 200)
+
+
 # --- unpool kinds ---------------------------------------------------------------------------------
+def test_same_padded_fc6_runs_on_small_images_with_the_same_parameters():
+    # The embedded 96x128 pictures: pool5 3x4, under the valid fc6's 7x7.
+    valid = DeconvNet(11, 0.125, fc_channels=1024)
+    padded = DeconvNet(11, 0.125, fc_channels=1024, fc6_padding=3)
+    assert valid.min_input_size == 193 and padded.min_input_size < 96
+    x = torch.randn(2, 3, 96, 128)
+    assert padded(x).shape == (2, 11, 96, 128)
+    with pytest.raises(ConfigError, match="at least 193"):
+        valid(x)
+    shapes = {k: v.shape for k, v in valid.state_dict().items()}
+    assert {k: v.shape for k, v in padded.state_dict().items()} == shapes
+    # Padding 3 on fc6 and on fc6_deconv: the fc6 map is pool5's, and so is the deconv's output.
+    f = padded.trunk(x)
+    assert f["fc7"].shape[-2:] == f["pool5"].shape[-2:] == (3, 4)
+    assert padded.fc6_deconv(f["fc7"]).shape[-2:] == (3, 4)
+    with pytest.raises(ConfigError, match="fc6_padding"):
+        DeconvNet(11, 0.125, fc6_padding=1)
+
+
 @pytest.mark.parametrize("kind", ["nearest", "deconv"])
 def test_other_unpool_kinds_keep_the_size(kind):
     torch.manual_seed(0)
@@ -137,6 +173,8 @@ def test_bad_values_raise_config_error():
         DeconvNet(K, width=W, fc_channels=0)
     with pytest.raises(ConfigError, match="num_classes"):
         DeconvNet(1, width=W)
+    with pytest.raises(ConfigError, match="min_block1_channels"):
+        DeconvNet(K, width=W, min_block1_channels=-1)
 
 
 # --- end to end -----------------------------------------------------------------------------------

@@ -1,7 +1,9 @@
 """The README's main job, as it runs: FCN-8s, embedded scale, synthetic data, default config.
 
-Marked slow (about 4 minutes on a 2-core CPU): `make test-slow`. It checks the README's claim
-that the default run clearly beats always predicting the most frequent class.
+Marked slow (about 7 minutes on a 2-core CPU): `make test-slow`. It guards the embedded recipe's
+result: the default run reached mean IU 44.1 and 45.3 on two seeds (docs/embedded.md), so a
+floor of 35 leaves room for the seed-to-seed spread while failing if the recipe stops learning
+(before it, the same job ended at 16.6, with three classes at 0 IU).
 """
 
 import pytest
@@ -9,13 +11,17 @@ import pytest
 from fcnlab.tasks.train import train
 from conftest import compose_cfg
 
+FLOOR = 0.35
+
 
 @pytest.mark.slow
-def test_default_run_beats_the_majority_class(tmp_path, data_dir):
+def test_default_run_learns_every_class(tmp_path, data_dir):
     cfg = compose_cfg("train", [], tmp_path, data_dir=data_dir, debug=None)
     assert cfg.model.name == "fcn8s" and cfg.data.name == "synthetic"
     record = train(cfg)
     final = [e for e in record["evaluations"] if e["split"] == "val"][-1]
     assert final["iteration"] == cfg.trainer.max_steps
-    assert final["mean_iou"] > 1.5 * final["majority_class_mean_iou"], final
+    assert final["mean_iou"] >= FLOOR, final["mean_iou"]
     assert final["pixel_acc"] > final["majority_class_pixel_acc"], final
+    zero = [name for name, iou in final["iou"].items() if iou is not None and iou == 0]
+    assert not zero, f"classes at 0 IU: {zero}"

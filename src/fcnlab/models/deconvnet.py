@@ -87,15 +87,21 @@ class DeconvNet(nn.Module):
             layers after the last unpooling whose output the 1×1 ``seg_score`` classifies. 0 (the
             default) = plain width scaling, the paper's 64 at width 1, where any bound ≤ 64 is a
             no-op. At width 1/8 they are 8 channels wide, and a 1×1 classifier over 8 post-ReLU
-            channels kept DeconvNet at the all-background floor on the synthetic data (SegNet's
-            last layer is a 3×3 conv, 72 inputs per pixel, and learns); 16 lifts it off the
-            floor (measured, see conf/model/deconvnet.yaml). A scale deviation, not the paper.
+            channels kept DeconvNet at the all-background floor on the synthetic data (200×200,
+            batch 5, Adam 1e-3, direct loop): val mean IU 7.18 (floor 7.18) at 300 iterations,
+            while 64 channels reached 9.8 at 200 iterations like SegNet (9.8; SegNet's last layer
+            is a 3×3 conv, 72 inputs per pixel). 16 was not enough (7.18 at 600 iterations in
+            experiment=segnet_table_embedded). A scale deviation, not the paper.
             These layers come after ``unpool1``, so no switch shape constrains them.
+        fc6_padding: 0 = the paper's valid 7×7 ``fc6`` (inputs ≥ 193×193); 3 = same-padded, a
+            deviation that lets DeconvNet run on images whose pool5 is under 7×7 (the embedded
+            96×128 pictures: pool5 3×4), with ``fc6_deconv`` padded alike so the map returns to
+            pool5's size; the taps that fall on padding read zeros, as FCN's aligned geometry.
     """
 
     def __init__(self, num_classes: int, width: float = 1.0, *,
                  fc_channels: int = VGG16_FC_CHANNELS, unpool: str = "max",
-                 min_block1_channels: int = 0):
+                 min_block1_channels: int = 0, fc6_padding: int = 0):
         super().__init__()
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
             raise ConfigError(f"num_classes: expected an int >= 2, got {num_classes!r}")
@@ -103,6 +109,9 @@ class DeconvNet(nn.Module):
             raise ConfigError(
                 f"DeconvNet fc_channels: expected a positive int, got {fc_channels!r}"
             )
+        if isinstance(fc6_padding, bool) or fc6_padding not in (0, VGG16_FC6_KERNEL // 2):
+            raise ConfigError(f"DeconvNet fc6_padding: expected 0 (the paper's valid 7x7 fc6) or "
+                              f"{VGG16_FC6_KERNEL // 2} (same-padded), got {fc6_padding!r}")
         if (isinstance(min_block1_channels, bool) or not isinstance(min_block1_channels, int)
                 or min_block1_channels < 0):
             raise ConfigError(f"DeconvNet min_block1_channels: expected an int >= 0, got "
@@ -113,11 +122,13 @@ class DeconvNet(nn.Module):
         self.fc6_kernel = VGG16_FC6_KERNEL
         self.trunk = VGG16(
             width, conv1_padding=1, batch_norm=True, fc=True, fc_channels=fc_channels,
-            fc6_kernel=self.fc6_kernel, fc6_padding=0, dropout=0.0, return_indices=True,
+            fc6_kernel=self.fc6_kernel, fc6_padding=fc6_padding, dropout=0.0, return_indices=True,
         )
         fc_ch = self.trunk.out_channels["fc7"]
         ch = scaled(FC6_DECONV_CHANNELS, width)
-        self.fc6_deconv = nn.ConvTranspose2d(fc_ch, ch, self.fc6_kernel)
+        self.fc6_padding = fc6_padding
+        # Padding p on the transposed conv undoes padding p on fc6: the map comes back to pool5's.
+        self.fc6_deconv = nn.ConvTranspose2d(fc_ch, ch, self.fc6_kernel, padding=fc6_padding)
         self.fc6_deconv_bn = nn.BatchNorm2d(ch)
         self.deconvs: list[tuple[int, list[str]]] = []  # (block, deconv names) in forward order
         for b, outs in DECODER_BLOCKS:
@@ -163,7 +174,8 @@ class DeconvNet(nn.Module):
 
     def _min_input_size(self) -> int:
         size = 1
-        while self.pool5_size(size) < self.fc6_kernel:  # monotone in size: a short search
+        need = self.fc6_kernel - 2 * self.fc6_padding  # pool5 length fc6 needs
+        while self.pool5_size(size) < need:  # monotone in size: a short search
             size += 1
         return size
 
@@ -183,7 +195,7 @@ class DeconvNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input_size(x.shape[-2:])
         f = self.trunk(x)
-        h = self._deconv("fc6_deconv", f["fc7"])  # (p5 - 6) -> p5
+        h = self._deconv("fc6_deconv", f["fc7"])  # (p5 - 6) -> p5, or p5 -> p5 when padded
         for b, names in self.deconvs:
             h = getattr(self, f"unpool{b}")(h, indices=f[f"indices{b}"], output_size=f[f"size{b}"])
             for name in names:
