@@ -57,6 +57,25 @@ def test_rows_resolve_with_variants():
     assert mem.extras == () and [r.name for r in mem.rows] == ["fcn8s_caffe_500x375_full"]
 
 
+def test_embedded_recipe_row_is_the_scales_fcn8s(tmp_path):
+    """The bench's fcn8s_embedded row builds what `python train.py` (scale=embedded) trains, and
+    fcn8s_caffe the paper's network: their throughput sits side by side in docs/benchmark.md."""
+    from conftest import compose_cfg
+
+    cfg = compose_cfg("train", [], tmp_path, debug=None)
+    net = cfg.model.net
+    row = suite.resolve_row(PRESETS["small"], "fcn8s_embedded")
+    assert row.overrides == {"geometry": net.geometry, "batch_norm": net.batch_norm,
+                             "fc_channels": net.fc_channels}
+    assert (row.width, row.batch, list(row.hw)) == (net.width, cfg.data.datamodule.batch_size,
+                                                    list(cfg.data.datamodule.image_size))
+    built = suite.build_net(suite.default_conf_dir(), row, 11)
+    assert built.trunk.batch_norm and built.geometry == "aligned"
+    paper = suite.build_net(suite.default_conf_dir(), suite.resolve_row(PRESETS["small"],
+                                                                        "fcn8s_caffe"), 11)
+    assert not paper.trunk.batch_norm and paper.trunk.fc7.weight.shape[0] == 512  # 4096 / 8
+
+
 def _row(**kw):
     r = {"name": "fcn8s_caffe_500x375_full", "model": "fcn8s", "net": {"geometry": "caffe"},
          "width": 1.0, "batch": 1, "input_hw": [500, 375], "fast": {}, "peak_mem_mib": 4000.0,

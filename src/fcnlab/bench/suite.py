@@ -69,6 +69,11 @@ def _rows(width: float, hw, batch, deconv_batch, segnet_hw=None, deeplab_hw=None
     )
 
 
+# The embedded recipe's FCN-8s: conf/scale/embedded.yaml's deviations (tests/bench checks that
+# they agree), beside fcn8s_caffe, the network the embedded scale trained before it.
+EMBEDDED_RECIPE = {"geometry": "aligned", "batch_norm": True, "fc_channels": 1024}
+
+
 CAFFE = {"geometry": "caffe"}
 # The paper's FCN-8s (full width) on a VOC-sized image at batch 1: the memory target's row.
 MEMORY_ROW = Row("fcn8s_caffe_500x375_full", "fcn8s", (500, 375), 1, 1.0, CAFFE)
@@ -87,6 +92,7 @@ PRESETS: dict[str, Preset] = {
                    peer_row="fcn8s_caffe_b1"),
     # the default: embedded scale (width 1/8, 96×128, batch 8), a few minutes on a 2-core CPU
     "small": Preset(_rows(1 / 8, (96, 128), 8, 8) + (
+        Row("fcn8s_embedded", "fcn8s", (96, 128), 8, 1 / 8, EMBEDDED_RECIPE),
         Row("fcn8s_aligned_256_w4", "fcn8s", (256, 256), 8, 1 / 4, {"geometry": "aligned"}),),
         iters=3, warmup=1, matmul_n=2048, data=EMBEDDED_DATA, patch_hw=128, patch_width=1 / 8,
         data_row="fcn8s_caffe", extra_rows=(PEER_ROW, MEMORY_ROW), peer_row=PEER_ROW.name),

@@ -29,7 +29,10 @@ def _pretrained(run: Run) -> str:
     rec = run.record or {}
     parts = []
     pre = rec.get("pretrained") or _get(run.config, "model.pretrained")
-    if isinstance(pre, dict):
+    if isinstance(pre, dict) and pre.get("embedded_imagenet"):
+        parts.append(f"embedded ImageNet {pre['embedded_imagenet'].get('key')} (sha256 "
+                     f"{str(pre.get('sha256'))[:12]})")
+    elif isinstance(pre, dict):
         parts.append(f"VGG16 {Path(str(pre.get('path'))).name} (sha256 "
                      f"{str(pre.get('sha256'))[:12]})")
     elif pre:
