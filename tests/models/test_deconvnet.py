@@ -193,7 +193,9 @@ def test_train_runs(tmp_path, data_dir):
 def test_train_on_too_small_images_fails_with_the_clear_error(tmp_path, data_dir):
     from fcnlab.tasks.train import train
 
-    cfg = compose_cfg("train", ["model=deconvnet", "trainer.max_steps=1"], tmp_path,
+    # The paper's valid fc6 (the embedded scale pads it: deviations.deconvnet_fc6_padding).
+    cfg = compose_cfg("train", ["model=deconvnet", "trainer.max_steps=1",
+                                "model.net.fc6_padding=0"], tmp_path,
                       data_dir=data_dir)  # debug=fast: 40x56 images
     with pytest.raises(ConfigError, match=r"at least 193×193.*got 40×56"):
         train(cfg)

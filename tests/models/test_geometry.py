@@ -182,7 +182,11 @@ def test_config_switch(tmp_path, model):
     GlobalHydra.instance().clear()
     net = instantiate(cfg.model.net)
     assert net.geometry == "aligned" and net.trunk.conv1_1.padding == (1, 1)
-    default = compose_cfg("train", [f"model={model}"], tmp_path)
+    # The paper's network by default; the embedded scale switches the deviation on.
+    default = compose_cfg("train", [f"model={model}", "scale=paper"], tmp_path)
     GlobalHydra.instance().clear()
     assert default.model.net.geometry == "caffe"
     assert instantiate(default.model.net).trunk.conv1_1.padding == (100, 100)
+    embedded = compose_cfg("train", [f"model={model}"], tmp_path)
+    GlobalHydra.instance().clear()
+    assert embedded.model.net.geometry == embedded.deviations.fcn_geometry == "aligned"

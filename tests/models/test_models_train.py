@@ -63,12 +63,18 @@ def test_eval_with_dense_crf(tmp_path, data_dir):
 def test_pretrained_classifier_initialises_the_trunk(tmp_path, data_dir):
     import torch
 
+    from fcnlab.errors import ConfigError
+
     from fcnlab.models.vgg import VGG16Classifier
     from fcnlab.models.weights import file_sha256
 
-    classifier = VGG16Classifier(0.0625)
+    classifier = VGG16Classifier(0.0625, fc_channels=1024)  # the embedded scale's fc width
     path = tmp_path / "vgg16.pt"
     torch.save(classifier.state_dict(), path)
+    with pytest.raises(ConfigError, match=r"fc layers differ.*model\.net\.fc_channels"):
+        _run(tmp_path / "wide", data_dir, ["model=fcn32s", f"model.pretrained={path}",
+                                           "model.pretrained_preprocess=torchvision",
+                                           "model.net.fc_channels=4096", "trainer.max_steps=1"])
     record = _run(tmp_path, data_dir, ["model=fcn32s", f"model.pretrained={path}",
                                        "model.pretrained_preprocess=torchvision",
                                        "trainer.max_steps=1", "trainer.val_check_interval=1"])

@@ -380,7 +380,8 @@ def test_train_refuses_an_undeclared_file_and_records_an_allowed_mismatch(tv_fil
     from fcnlab.tasks.train import train
 
     pre = [f"model.pretrained={tv_file}", "data.datamodule.preprocess=caffe",
-           "trainer.max_steps=1", "trainer.val_check_interval=1"]
+           "trainer.max_steps=1", "trainer.val_check_interval=1",
+           "model.net.fc_channels=4096"]  # VGG16's fc width, the file's (embedded scale: 1024)
     with pytest.raises(ConfigError, match=r"vgg16_tv\.pth' is a torchvision-layout VGG16 file "
                                           r"whose input convention is unknown"):
         train(_train_cfg(tmp_path / "undeclared", pre))

@@ -128,8 +128,9 @@ def test_tiny_pretrain_writes_a_classifier_the_fcn_trunk_loads(tmp_path, data_di
     assert crops["background"] > 0 and sum(crops.values()) > crops["background"]
 
     state = load_vgg16_classifier(path)
-    assert tuple(state["classifier.6.weight"].shape) == (11, 256)  # fc8: 11 classes x 4096/16
-    net = FCN(num_classes=11, variant="32s", width=0.0625, freeze_trunk=True)
+    # fc8: 11 classes x 1024/16 (the embedded scale's fc width, deviations.fc_channels)
+    assert tuple(state["classifier.6.weight"].shape) == (11, 64)
+    net = FCN(num_classes=11, variant="32s", width=0.0625, freeze_trunk=True, fc_channels=1024)
     report = convolutionalize(state, net.trunk)
     assert len(report["copied"]) == 30
     fc6 = state["classifier.0.weight"]
@@ -146,7 +147,8 @@ def test_a_bn_pretrain_saves_the_plain_layout_with_its_bns_folded(tmp_path, data
     assert "features.1.running_mean" not in state and "features.2.weight" in state  # plain
     sidecar = json.loads((tmp_path / "run" / "vgg16_classifier.pt.json").read_text())
     assert sidecar["batch_norm_folded"] is True
-    net = FCN(num_classes=11, variant="32s", width=0.0625)  # no BN: the paper's FCN loads it
+    # no BN: the paper's FCN loads it (fc 1024: the embedded scale's)
+    net = FCN(num_classes=11, variant="32s", width=0.0625, fc_channels=1024)
     assert len(convolutionalize(state, net.trunk)["copied"]) == 30
 
 

@@ -274,7 +274,10 @@ def test_ckpt_path_resumes_as_resume_does(fcn8s_run, tmp_path, data_dir):
     assert alias["resumed_from"] == resume["resumed_from"] == {"checkpoint": str(last),
                                                                 "iteration": 4}
     assert [e["iteration"] for e in _val(alias)] == [2, 4, 6]  # the file's run's, then its own
-    assert alias["evaluations"] == resume["evaluations"]
+    def scores(record):  # what each evaluation measured; train_s is each process's own time
+        return [{k: v for k, v in e.items() if k != "train_s"} for e in record["evaluations"]]
+
+    assert scores(alias) == scores(resume)
     assert weights["ckpt_path"].keys() == weights["resume"].keys()
     for name, tensor in weights["ckpt_path"].items():
         assert torch.equal(tensor, weights["resume"][name]), name

@@ -215,10 +215,16 @@ def convolutionalize(state: dict[str, torch.Tensor], trunk: nn.Module) -> dict[s
             raise ConfigError(f"convolutionalize: the trunk has no {key!r}; expected a VGG16 trunk "
                               f"(conv1_1 … conv5_3, fc6, fc7)")
         if tuple(value.shape) != tuple(target[key].shape):
+            # Only fc6's output width differs: the file's fc layers are not the trunk's
+            # (model.net.fc_channels, which the embedded scale sets to 1024: conf/scale/).
+            fc_hint = (f"; the fc layers differ: the trunk's fc6/fc7 are {target[key].shape[0]} "
+                       f"wide, the file's {value.shape[0]} (model.net.fc_channels, "
+                       f"deviations.fc_channels)"
+                       if key == "fc6.weight" and value.shape[1:] == target[key].shape[1:] else "")
             raise ConfigError(
                 f"convolutionalize: {key} is {tuple(value.shape)} in the VGG16 weights but "
                 f"{tuple(target[key].shape)} in the trunk; expected a trunk of the same width "
-                f"(1 for torchvision weights) with VGG16's 7×7 fc6"
+                f"(1 for torchvision weights) with VGG16's 7×7 fc6{fc_hint}"
             )
     with torch.no_grad():
         for key, value in pairs:

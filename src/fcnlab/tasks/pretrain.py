@@ -216,8 +216,8 @@ def pretrain_params(cfg: DictConfig) -> dict:
     except ConfigError as e:
         raise ConfigError(f"pretrain.width: {e}") from None
     for key, low in (("crop_size", MIN_CROP), ("jitter", 0), ("min_pixels", 1),
-                     ("fc_channels", 1), ("background_per_image", 0), ("background_margin", 0), ("batch_size", 1),
-                     ("eval_batch_size", 1)):
+                     ("fc_channels", 1), ("background_per_image", 0), ("background_margin", 0),
+                     ("batch_size", 1), ("eval_batch_size", 1)):
         v = p[key]
         if isinstance(v, bool) or not isinstance(v, int) or v < low:
             hint = " (five 2x2 pools: pool5 must not be empty)" if key == "crop_size" else ""
