@@ -3,9 +3,10 @@
 Every job of experiment=fcn_table_{embedded,paper}, fcn_heavy_paper and
 segnet_table_{embedded,paper} is composed and its key values pinned (data, solver, schedule,
 budgets, batch, preprocessing, weights, stage chain, split): the presets were once spread over
-conf/experiment, conf/table and the command line, and these numbers are what they composed to. End to end: the FCN staged chain (FCN-32s ->
-16s -> 8s) inside one multirun command, and the SegNet table's 2 models x 2 budgets with the
-report's cells checked against the runs' results.json.
+conf/experiment, conf/table and the command line, and these numbers are what they composed to.
+End to end: the FCN staged chain (FCN-32s -> 16s -> 8s) inside one multirun command, and the
+SegNet table's 2 models x 2 budgets with the report's cells checked against the runs'
+results.json.
 """
 
 from __future__ import annotations
