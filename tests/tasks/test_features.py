@@ -10,6 +10,7 @@ and a file whose SHA-256 is not the recorded one stops the run naming the file a
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
@@ -54,8 +55,10 @@ def test_built_once_then_reused_with_the_same_training(tmp_path):
     for name, value in a["state_dict"].items():
         torch.testing.assert_close(b["state_dict"][name], value, rtol=0, atol=0)
 
-    other, _ = _run(tmp_path, "c", data_dir, ["embedded_imagenet.seed=1", "seed=3"])
-    assert recipe_key(recipe(other)) != key
+    other, built = _run(tmp_path, "c", data_dir, ["embedded_imagenet.seed=1", "seed=3"])
+    assert recipe_key(recipe(other)) != key and built["pretrained"][KEYWORD]["built_now"]
+    # The build seeded with its own seed (1); the run's (3) is back, for its loader workers too.
+    assert os.environ["PL_GLOBAL_SEED"] == "3"
 
 
 def test_a_changed_file_stops_the_run_naming_it(tmp_path):
@@ -68,3 +71,22 @@ def test_a_changed_file_stops_the_run_naming_it(tmp_path):
     with pytest.raises(DataError, match=r"vgg16_classifier\.pt: SHA-256 [0-9a-f]{64}, expected "
                                         r"[0-9a-f]{64} .*delete .* to rebuild"):
         _run(tmp_path, "b", data_dir)
+
+
+def test_a_build_held_by_another_process_is_waited_for_a_bounded_time(tmp_path):
+    import fcntl
+    import time
+
+    from fcnlab.tasks.features import _locked
+
+    lock = tmp_path / "key.lock"
+    with open(lock, "a") as other:  # another builder holds the lock
+        fcntl.flock(other, fcntl.LOCK_EX)
+        started = time.monotonic()
+        with pytest.raises(DataError, match=r"key\.lock: another process has been building .*"
+                                            r"embedded_imagenet\.wait_s=0\.5"):
+            with _locked(lock, 0.5):
+                pass
+        assert time.monotonic() - started < 5
+    with _locked(lock, 0.5):  # released: taken at once
+        pass

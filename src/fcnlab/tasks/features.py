@@ -109,12 +109,20 @@ def _own_random_state():
     import torch
 
     py, npy = random.getstate(), np.random.get_state()
+    # lightning.seed_everything also leaves the seed in the environment, where Lightning's
+    # worker_init_fn reads it for the data loader workers.
+    env = {k: os.environ.get(k) for k in ("PL_GLOBAL_SEED", "PL_SEED_WORKERS")}
     with torch.random.fork_rng(devices=[]):
         try:
             yield
         finally:
             random.setstate(py)
             np.random.set_state(npy)
+            for key, value in env.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
 
 
 @contextmanager
