@@ -15,6 +15,7 @@ import time
 import torch
 from torch.nn import functional as F
 
+from fcnlab.bench.suite import EMBEDDED_RECIPE
 from fcnlab.models.fcn import FCN
 
 # name: (FCN keyword arguments over the recipe's, channels-last)
@@ -26,8 +27,7 @@ VARIANTS = {
     "BN, aligned, fc 4096, width 1/16": ({"fc_channels": 4096, "width": 0.0625}, False),
     "BN, caffe geometry, fc 4096": ({"fc_channels": 4096, "geometry": "caffe"}, False),
 }
-RECIPE = {"num_classes": 11, "variant": "8s", "width": 0.125, "geometry": "aligned",
-          "batch_norm": True, "fc_channels": 1024}
+RECIPE = {"num_classes": 11, "variant": "8s", "width": 0.125, **EMBEDDED_RECIPE}
 
 
 def time_variant(kwargs: dict, channels_last: bool, x: torch.Tensor, y: torch.Tensor,

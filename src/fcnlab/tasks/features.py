@@ -224,12 +224,9 @@ def ensure(cfg: DictConfig) -> dict:
 
 def _rewrite_paths(staging: Path, folder: Path) -> None:
     """Point the build's record and sidecar at the final folder (the staging name goes away)."""
-    for name in ("results.json",):
-        path = staging / name
+    for path in [staging / "results.json", *staging.glob("*.pt.json")]:
         if path.is_file():
             path.write_text(path.read_text().replace(str(staging), str(folder)))
-    for sidecar in staging.glob("*.pt.json"):
-        sidecar.write_text(sidecar.read_text().replace(str(staging), str(folder)))
 
 
 def resolve_pretrained(cfg: DictConfig) -> tuple[str | None, dict | None]:
