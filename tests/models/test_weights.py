@@ -200,10 +200,15 @@ def test_trunk_shape_mismatch_names_key_and_shapes(tiny):
     msg = str(e.value)
     assert "conv1_1.weight" in msg and "(8, 3, 3, 3)" in msg and "(16, 3, 3, 3)" in msg
     assert "\n" not in msg
-    # DeepLab's fc6 (3×3 dilated) is not VGG16's 7×7 fc6: refused, not silently reshaped.
-    with pytest.raises(ConfigError, match=r"fc6\.weight is \(512, 64, 7, 7\).*\(512, 64, 3, 3\)"):
-        convolutionalize(clf.state_dict(), trunk_for(W, fc6_kernel=3, fc6_padding=12,
-                                                      fc6_dilation=12))
+    # An fc6 of another kernel than VGG16's 7×7 and DeepLab's decimated 3×3: refused, not
+    # silently reshaped.
+    with pytest.raises(ConfigError, match=r"fc6\.weight is \(512, 64, 7, 7\).*\(512, 64, 5, 5\)"):
+        convolutionalize(clf.state_dict(), trunk_for(W, fc6_kernel=5, fc6_padding=2))
+    # DeepLab's 3×3 dilated fc6 as wide as the file's: every 3rd tap, every filter.
+    deeplab = trunk_for(W, fc6_kernel=3, fc6_padding=12, fc6_dilation=12)
+    convolutionalize(clf.state_dict(), deeplab)
+    fc6 = clf.state_dict()["classifier.0.weight"].reshape(512, 64, 7, 7)
+    assert torch.equal(deeplab.fc6.weight, fc6[:, :, ::3, ::3])
 
 
 def test_bad_files(tiny, tmp_path):

@@ -136,6 +136,12 @@ def test_tiny_pretrain_writes_a_classifier_the_fcn_trunk_loads(tmp_path, data_di
     fc6 = state["classifier.0.weight"]
     assert torch.equal(net.trunk.fc6.weight, fc6.view(fc6.shape[0], -1, 7, 7))
     assert torch.equal(net.trunk.conv1_1.weight, state["features.0.weight"])
+    # 32-px crops: pool5 is one cell, so fc6 is saved on its centre tap (fold.centre_fc6)
+    taps = fc6.view(fc6.shape[0], -1, 7, 7)
+    off_centre = taps.clone()
+    off_centre[:, :, 3, 3] = 0
+    assert taps[:, :, 3, 3].abs().sum() > 0 and not off_centre.any()
+    assert saved["classifier"]["fc6"] == "centre_tap"
 
 
 def test_a_bn_pretrain_saves_the_plain_layout_with_its_bns_folded(tmp_path, data_dir):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from fcnlab.models.vgg import VGG16_FC6_KERNEL
 from fcnlab.models.weights import conv_layout
 
 
@@ -38,3 +39,27 @@ def folded_state_dict(features: nn.Sequential,
     for key, value in classifier.state_dict().items():
         state[f"classifier.{key}"] = value
     return {k: v.detach().cpu().contiguous().clone() for k, v in state.items()}
+
+
+@torch.no_grad()
+def centre_fc6(state: dict[str, torch.Tensor],
+               kernel: int = VGG16_FC6_KERNEL) -> dict[str, torch.Tensor]:
+    """``state`` with fc6 moved onto the centre tap of its 7×7 window (a new dict).
+
+    Why: a classifier trained on crops whose pool5 is a single cell (32–63 px crops, five floor
+    2×2 pools) sees that cell copied into all 49 positions by ``AdaptiveAvgPool2d(7)``, so only
+    the sum of each fc6 filter's 49 taps is learnt; each tap is that shared part plus its own
+    random initial value. Convolutionalized as it is (fcnlab.models.weights), fc6 would add the
+    learnt part over a 7×7 box of pool5 cells 32 px apart, plus the noise. With the sum on the
+    centre tap and zeros around it the classifier's outputs on its crops are unchanged (the 49
+    copies are equal), and the FCN's fc6 computes at each stride-32 position exactly the
+    classifier's verdict on the 32-px cell there: in effect a 1×1 fc6, a deviation the
+    embedded recipe names (docs/embedded.md "The embedded ImageNet").
+    """
+    w = state["classifier.0.weight"]
+    if w.shape[1] % (kernel * kernel):
+        raise ValueError(f"classifier.0.weight {tuple(w.shape)}: expected fc × (C·{kernel}·{kernel})")
+    taps = w.reshape(w.shape[0], -1, kernel, kernel)
+    centred = torch.zeros_like(taps)
+    centred[:, :, kernel // 2, kernel // 2] = taps.sum(dim=(2, 3))
+    return {**state, "classifier.0.weight": centred.reshape(w.shape).contiguous()}

@@ -202,12 +202,15 @@ def convolutionalize(state: dict[str, torch.Tensor], trunk: nn.Module) -> dict[s
         fc7 = fc7.reshape(fc7.shape[0], fc7.shape[1], 1, 1)  # fc × fc × 1 × 1
         fc6_b, fc7_b = state["classifier.0.bias"], state["classifier.3.bias"]
         want = tuple(target["fc6.weight"].shape)
-        if want[-1] == 3 and fc6.shape[0] == 4 * want[0]:
+        if want[-1] == 3 and fc6.shape[0] % want[0] == 0:
             # DeepLab-LargeFOV's fc6 is 3×3 with 1/4 of the filters: the authors decimated
             # VGG16's fc6 spatially (every 3rd tap of the 7×7 kernel, the dilation making up
-            # for it) and by filter (every 4th), and fc7 alike (DeepLab v1, §4.1).
-            fc6, fc6_b = fc6[::4, :, ::3, ::3], fc6_b[::4]
-            fc7, fc7_b = fc7[::4, ::4], fc7_b[::4]
+            # for it) and by filter (every 4th), and fc7 alike (DeepLab v1, §4.1). A file whose
+            # fc layers are already DeepLab's width (the embedded recipe's fc 1024) is only
+            # decimated spatially.
+            step = fc6.shape[0] // want[0]
+            fc6, fc6_b = fc6[::step, :, ::3, ::3], fc6_b[::step]
+            fc7, fc7_b = fc7[::step, ::step], fc7_b[::step]
         pairs += [("fc6.weight", fc6), ("fc6.bias", fc6_b),
                   ("fc7.weight", fc7), ("fc7.bias", fc7_b)]
     for key, value in pairs:

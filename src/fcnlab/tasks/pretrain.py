@@ -30,6 +30,12 @@ preprocessed space, which is exactly what the FCN's ``conv1_1`` zero padding (10
 the trunk near the image border. At 1/8 width on a 2-core CPU a 224×224 step of batch 32 takes
 about 0.5 s, so the default 400 iterations take a few minutes.
 
+The embedded recipe (conf/scale/embedded.yaml, ``embedded_imagenet``) uses 32×32 crops instead:
+pool5 is then one cell centred on the object, the classifier learns several times more per
+CPU-minute (docs/embedded.md "The embedded ImageNet"), and fc6 is saved with each filter's learnt
+tap sum on its centre tap (:func:`fcnlab.models.fold.centre_fc6`), so that the FCN's fc6 computes
+the classifier's verdict on the 32-px cell at each stride-32 position (in effect a 1×1 fc6).
+
 The weights expect the preprocessing they were trained with (``data.datamodule.preprocess``:
 ``torchvision`` at embedded scale); it is recorded in ``results.json`` and in the sidecar
 ``vgg16_classifier.pt.json``, from which the FCN run refuses a mismatch (unless
@@ -55,7 +61,7 @@ from torch.utils.data import DataLoader
 from fcnlab.callbacks.records import RunRecord, parameter_counts
 from fcnlab.config import instantiate, to_plain
 from fcnlab.errors import ConfigError, DataError
-from fcnlab.models.fold import folded_state_dict
+from fcnlab.models.fold import centre_fc6, folded_state_dict
 from fcnlab.models.vgg import VGG16_FC6_KERNEL, VGG16Classifier, check_width
 from fcnlab.models.weights import SIDECAR_SUFFIX, file_sha256
 from fcnlab.optim import param_groups
@@ -268,10 +274,11 @@ def pretrain(cfg: DictConfig) -> dict:
                  done["classifier"]["path"], done["classifier"]["sha256"])
         return done
     start_run(cfg)
-    if p["crop_size"] != FAITHFUL_CROP:
+    one_cell = p["crop_size"] // (2 ** 5) == 1  # five floor 2x2 pools: pool5 is 1x1
+    if p["crop_size"] != FAITHFUL_CROP and not one_cell:
         log.warning("pretrain.crop_size=%d: pool5 is not 7x7, so the convolutionalized fc6 will "
-                    "not compute what the classifier learnt (224 is the faithful size)",
-                    p["crop_size"])
+                    "not compute what the classifier learnt (224 is the faithful size; 32-63 "
+                    "saves fc6 as its centre tap)", p["crop_size"])
 
     datamodule = instantiate(cfg.data.datamodule)
     if datamodule.num_classes != cfg.data.num_classes:
@@ -331,12 +338,17 @@ def pretrain(cfg: DictConfig) -> dict:
         state = folded_state_dict(module.net.features, module.net.classifier)
     else:
         state = {key: v.detach().cpu().contiguous() for key, v in module.net.state_dict().items()}
+    if one_cell:  # only each fc6 filter's tap sum was learnt: put it on the centre tap
+        state = centre_fc6(state)
+        log.info("pretrain: crops of %d px leave pool5 one cell; fc6 saved as its centre tap "
+                 "(fcnlab.models.fold.centre_fc6)", p["crop_size"])
     torch.save(state, path)
     sha = file_sha256(path)
     classifier = {"path": str(path), "sha256": sha, "layout": "torchvision",
                   "width": p["width"], "num_classes": k, "class_names": list(module.class_names),
                   "crop_size": p["crop_size"], "preprocess": mode,
-                  "batch_norm_folded": p["batch_norm"]}
+                  "batch_norm_folded": p["batch_norm"],
+                  "fc6": "centre_tap" if one_cell else "as_trained"}
     Path(str(path) + SIDECAR_SUFFIX).write_text(json.dumps(classifier, indent=2) + "\n")
     recorder.save(status="finished", iterations=trainer.global_step, classifier=classifier)
     if trainer.global_rank == 0:
