@@ -98,7 +98,7 @@ SWEEPS = {
                 "data.datamodule.eval_batch_size": 20, "budgets": [400, 800],
                 "trainer.max_steps": 1200, "trainer.val_check_interval": 200,
                 "optim.scheduler.total_iters": 1200, "deviations.deconvnet_fc6_padding": 3,
-                "callbacks.bn_recompute.max_batches": 8, "model.pretrained": None},
+                "callbacks.bn_recompute.max_batches": 8, "model.pretrained": "embedded_imagenet"},
         "job": lambda m: {"crf.at_end": m == "deeplab_largefov",
                           "model.net.fc6_padding": 3 if m == "deconvnet" else ABSENT},
     },
