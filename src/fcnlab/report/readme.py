@@ -4,7 +4,8 @@ A block of README.md between ``<!-- results:<name> -->`` and ``<!-- /results:<na
 rewritten from ``docs/results/<name>/`` (written by ``python -m fcnlab.report <sweep> --publish
 docs/results/<name>``): one line saying which commands made it, at which commit, in how much
 wall time and on which machine (from ``manifest.json`` and ``runs/*.json``), then the paper's
-table from ``table.csv`` with ours beside the paper's. ``--check`` rewrites nothing: it exits 1
+table from ``table.csv`` with ours beside the paper's, then each of the paper's findings with
+its verdict on our runs from ``findings.csv``. ``--check`` rewrites nothing: it exits 1
 and prints a diff when README.md is not what the folders give, so a hand-edited cell fails the
 tests (tests/docs/test_results.py).
 """
@@ -19,7 +20,7 @@ import re
 import sys
 from pathlib import Path
 
-from fcnlab.report.formatting import DASH, md_table
+from fcnlab.report.formatting import DASH, fmt_p, md_table
 from fcnlab.report.paper_tables import METRIC_LABELS, TABLES
 from fcnlab.report.publish import MANIFEST, RUNS_DIR
 
@@ -110,6 +111,29 @@ def segnet_table(rows: list[dict]) -> str:
     return f"Cells: {cells}, percent; ours is {picked}{spread}.\n\n" + md_table(header, body)
 
 
+def _signed(text: str | None, decimals: int) -> str:
+    return DASH if text in ("", None) else f"{float(text):+.{decimals}f}"
+
+
+def findings_table(rows: list[dict]) -> str:
+    """The papers' findings judged on our seeds (``findings.csv``, fcnlab.report.findings): the
+    paper's difference, ours with its standard error, the one-sided p and the verdict."""
+    if not rows:
+        return ""
+    header = ["finding (a > b in the paper)", "paper, a − b", "ours, a − b ± se", "p", "verdict"]
+    body = []
+    for r in rows:
+        d = TABLES[r["table"]].decimals
+        ours = (f"{_signed(r['difference'], d)} ± {_num(r['se'], d)}"
+                if r["difference"] not in ("", None) else DASH)
+        body.append([r["finding"] + (f" [{r['variant']}]" if r["variant"] else ""),
+                     _signed(r["paper_difference"], d), ours,
+                     fmt_p(float(r["p"])) if r["p"] not in ("", None) else DASH, r["verdict"]])
+    return ("Findings, judged on our runs (one-sided t-test at 5% in the paper's direction: "
+            "Welch between networks, paired within one network's runs; "
+            "[docs/tables.md](docs/tables.md#seeds-and-findings)):\n\n" + md_table(header, body))
+
+
 def _duration(seconds: float) -> str:
     s = round(seconds)
     if s < 60:
@@ -165,6 +189,10 @@ def render(folder: Path) -> str:
         mine = [r for r in rows if r["table"] == key]
         if mine and (text := build(mine)):
             tables.append(text)
+    if (folder / "findings.csv").is_file():
+        with open(folder / "findings.csv", newline="") as f:
+            if text := findings_table(list(csv.DictReader(f))):
+                tables.append(text)
     return "\n\n".join([provenance(manifest, records)] + tables)
 
 
