@@ -184,6 +184,26 @@ def test_fcn32s_fixed_trains_only_score_fr():
     assert learn == 256 * K + K  # fc7 is 4096/16 wide
 
 
+def test_a_frozen_bn_trunk_keeps_its_statistics_and_computes_the_loaded_features():
+    """FCN-32s-fixed with the embedded recipe's BN trunk: in training the trunk's BNs stay in
+    eval mode, so a training step moves no running statistic and the features are those of the
+    loaded convs (fresh BNs in eval mode: the identity); an unfrozen trunk's BNs train."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 64, 64)
+    fixed = FCN(K, "32s", W, freeze_trunk=True, geometry="aligned", batch_norm=True,
+                dropout=0.0).train()
+    plain = FCN(K, "32s", W, freeze_trunk=True, geometry="aligned", dropout=0.0).eval()
+    fixed.score_fr.weight.data.normal_()
+    plain.load_state_dict({k: v for k, v in fixed.state_dict().items() if "_bn." not in k})
+    assert fixed.training and not fixed.trunk.conv1_1_bn.training
+    before = fixed.trunk.conv3_1_bn.running_mean.clone()
+    with torch.no_grad():
+        torch.testing.assert_close(fixed(x), plain(x), rtol=1e-3, atol=1e-4)
+    assert torch.equal(fixed.trunk.conv3_1_bn.running_mean, before)
+    tuned = FCN(K, "32s", W, geometry="aligned", batch_norm=True).train()
+    assert tuned.trunk.conv1_1_bn.training
+
+
 # --- at-once scaling ----------------------------------------------------------------------------------
 def test_at_once_scales_skip_inputs():
     torch.manual_seed(1)

@@ -133,9 +133,23 @@ class FCN(nn.Module):
             if hasattr(self, scorer):
                 nn.init.zeros_(getattr(self, scorer).weight)
                 nn.init.zeros_(getattr(self, scorer).bias)
+        self.freeze_trunk = freeze_trunk
         if freeze_trunk:
             self.trunk.requires_grad_(False)
         self.offsets = self._derive_offsets()
+
+    def train(self, mode: bool = True) -> "FCN":
+        """As nn.Module.train, but a frozen trunk's BNs (the embedded recipe's
+        ``deviations.batch_norm``) stay in eval mode: fixed features are the loaded trunk's, so
+        batch statistics must neither renormalise them nor move the running statistics. Fresh
+        BNs in eval mode are the identity, so a BN-folded classifier (fcnlab.models.fold) is
+        computed as it was trained; dropout keeps the mode it is given."""
+        super().train(mode)
+        if self.freeze_trunk:
+            for m in self.trunk.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
+        return self
 
     def _derive_offsets(self) -> dict[str, int]:
         """Crop offsets from the coordinate maps of the actual layers (see layers.CoordMap).
