@@ -19,6 +19,8 @@ from readme_commands import PAGES, ROOT, page_name
 
 README = ROOT / "README.md"
 DOCS = ROOT / "docs"
+# Hand-written lines of the front page; the generated results blocks (a verdict per paper
+# finding, tests/docs/test_results.py) are not counted.
 FRONT_PAGE_MAX_LINES = 260
 # [text](target): a Markdown link, outside code spans (the pages put no links in code)
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
@@ -49,9 +51,9 @@ def _section(text: str, heading: str) -> str:
 
 
 def test_readme_is_a_front_page():
-    lines = len(README.read_text().splitlines())
+    lines = len(BLOCK.sub("", README.read_text()).splitlines())
     assert lines <= FRONT_PAGE_MAX_LINES, (
-        f"README.md has {lines} lines (at most {FRONT_PAGE_MAX_LINES}): move detail into a "
+        f"README.md has {lines} hand-written lines (at most {FRONT_PAGE_MAX_LINES}): move detail into a "
         f"docs/ page and link it")
 
 
