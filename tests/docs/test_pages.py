@@ -53,7 +53,8 @@ def _section(text: str, heading: str) -> str:
 def test_readme_is_a_front_page():
     lines = len(BLOCK.sub("", README.read_text()).splitlines())
     assert lines <= FRONT_PAGE_MAX_LINES, (
-        f"README.md has {lines} hand-written lines (at most {FRONT_PAGE_MAX_LINES}): move detail into a "
+        f"README.md has {lines} hand-written lines (at most {FRONT_PAGE_MAX_LINES}): move "
+        f"detail into a "
         f"docs/ page and link it")
 
 

@@ -58,7 +58,8 @@ def centre_fc6(state: dict[str, torch.Tensor],
     """
     w = state["classifier.0.weight"]
     if w.shape[1] % (kernel * kernel):
-        raise ValueError(f"classifier.0.weight {tuple(w.shape)}: expected fc × (C·{kernel}·{kernel})")
+        raise ValueError(f"classifier.0.weight {tuple(w.shape)}: "
+                         f"expected fc × (C·{kernel}·{kernel})")
     taps = w.reshape(w.shape[0], -1, kernel, kernel)
     centred = torch.zeros_like(taps)
     centred[:, :, kernel // 2, kernel // 2] = taps.sum(dim=(2, 3))

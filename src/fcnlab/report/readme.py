@@ -120,7 +120,8 @@ def findings_table(rows: list[dict]) -> str:
     paper's difference, ours with its standard error, the one-sided p and the verdict."""
     if not rows:
         return ""
-    header = ["finding (a > b in the paper)", "paper, a − b", "ours, a − b ± se", "p", "verdict"]
+    header = ["finding (a > b in the paper)", "paper, a − b", "ours, a − b ± se", "p",
+              "verdict"]
     body = []
     for r in rows:
         d = TABLES[r["table"]].decimals
