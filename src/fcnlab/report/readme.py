@@ -20,7 +20,7 @@ import re
 import sys
 from pathlib import Path
 
-from fcnlab.report.formatting import DASH, fmt_p, md_table
+from fcnlab.report.formatting import DASH, fmt_p, fmt_signed, md_table
 from fcnlab.report.paper_tables import METRIC_LABELS, TABLES
 from fcnlab.report.publish import MANIFEST, RUNS_DIR
 
@@ -112,7 +112,7 @@ def segnet_table(rows: list[dict]) -> str:
 
 
 def _signed(text: str | None, decimals: int) -> str:
-    return DASH if text in ("", None) else f"{float(text):+.{decimals}f}"
+    return fmt_signed(None if text in ("", None) else float(text), decimals)
 
 
 def findings_table(rows: list[dict]) -> str:

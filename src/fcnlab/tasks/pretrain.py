@@ -274,7 +274,7 @@ def pretrain(cfg: DictConfig) -> dict:
                  done["classifier"]["path"], done["classifier"]["sha256"])
         return done
     start_run(cfg)
-    one_cell = p["crop_size"] // (2 ** 5) == 1  # five floor 2x2 pools: pool5 is 1x1
+    one_cell = p["crop_size"] // MIN_CROP == 1  # five floor 2x2 pools: pool5 is 1x1
     if p["crop_size"] != FAITHFUL_CROP and not one_cell:
         log.warning("pretrain.crop_size=%d: pool5 is not 7x7, so the convolutionalized fc6 will "
                     "not compute what the classifier learnt (224 is the faithful size; 32-63 "
