@@ -16,7 +16,7 @@ otherwise the run stops with a :class:`~fcnlab.errors.DataError` naming the file
 
 A recipe whose file is shipped with fcnlab (:data:`SHIPPED_DIR`, written by
 ``python -m fcnlab.tasks.ship``) is copied from there instead of built, hash checked the same
-way: a fresh clone's main job starts in seconds, not after a 12-minute build.
+way: a fresh clone's main job starts in seconds, not after a 15-minute build.
 ``embedded_imagenet.shipped: false`` builds it anyway (the test that the command reproduces the
 shipped file does).
 
