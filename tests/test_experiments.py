@@ -180,6 +180,8 @@ def _record(sweep: Path, model: str, seed: int = 0) -> dict:
 
 def test_fcn_table_staged_chain_in_one_multirun(tmp_path, data_dir):
     args = ["experiment=fcn_table_embedded", "trainer.max_steps=2"]
+    # A data folder of its own: other tests' default runs build the same small classifier.
+    data_dir = tmp_path / "data"
     _sweep(tmp_path, data_dir, args)
     sweep = tmp_path / "tables" / "fcn_table-embedded"
     # FCN-32s-fixed builds the embedded ImageNet (debug=fast: its recipe shrunk), FCN-32s finds

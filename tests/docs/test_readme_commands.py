@@ -83,6 +83,9 @@ SKIPPED = {
     "python predict.py ckpt_path=… input=…":
         "docs/adding-a-model.md: `…` is the example's run and images; predict.py with "
         "written-out paths is checked from docs/usage.md",
+    "python scripts/object_sizes.py":
+        "README.md: reads the main job's synthetic data folder under data/, which a test "
+        "session does not write there; it prints one line of counts",
     "python predict.py ckpt_path=… input=<folder>":
         "docs/adding-a-dataset.md: `…` is the checkpoint of the example's run; predict.py with "
         "written-out paths is checked from docs/usage.md",

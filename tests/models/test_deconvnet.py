@@ -185,6 +185,8 @@ def test_train_runs(tmp_path, data_dir):
         "model=deconvnet", "data.datamodule.image_size=[200,200]", "data.datamodule.num_train=8",
         "data.datamodule.batch_size=2", "data.datamodule.eval_batch_size=2",
         "model.net.fc_channels=256", "trainer.max_steps=2",
+        # fc 256 is not the embedded ImageNet's fc width: from He initialisation
+        "model.pretrained=null",
     ], tmp_path, data_dir=data_dir)  # the folder name encodes the size: its own 200x200 data
     record = train(cfg)
     assert record["status"] == "finished" and record["model"] == "deconvnet"

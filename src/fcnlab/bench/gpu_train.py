@@ -19,7 +19,7 @@ def train_overrides(mode, work: Path, extra: list[str]) -> list[str]:
         # 1e-4, not 1e-3: Adam's step has the same size at any width, but He-initialised
         # full-width weights are about 3x smaller (fc6: 0.009), so 1e-3 is a far larger
         # relative step; 1e-4 is the lr the embedded recipe trains VGG16 from scratch with.
-        f"model.net.width={mode.width}", "optim.optimizer.lr=1e-4",
+        f"model.net.width={mode.width}", "optim.optimizer.lr=1e-4", "model.pretrained=null",
         f"data.datamodule.image_size=[{t['image_size'][0]},{t['image_size'][1]}]",
         *(f"data.datamodule.{k}={t[k]}" for k in ("num_train", "num_val", "num_test",
                                                    "batch_size", "eval_batch_size",
