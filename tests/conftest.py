@@ -12,12 +12,11 @@ import socket
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 
 import fcnlab.config  # noqa: F401  (registers the ${pid:} resolver used by conf/hydra)
+from fcnlab.tasks.ship import compose_train
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = ROOT / "conf"
@@ -90,22 +89,8 @@ def compose_cfg(config_name: str, overrides: list[str] | None, tmp_path: Path, *
     ]
     if debug:
         base.append(f"debug={debug}")
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            cfg = compose(config_name=config_name, return_hydra_config=True,
-                          overrides=base + list(overrides or []))
-    finally:
-        GlobalHydra.instance().clear()
-    with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = str(output_dir)
-        cfg.hydra.job.id = "test"
-        cfg.hydra.job.num = 0
-    HydraConfig.instance().set_config(cfg)
-    if not keep_hydra:
-        with open_dict(cfg):
-            del cfg["hydra"]
-    return cfg
+    return compose_train(base + list(overrides or []), output_dir, config_name=config_name,
+                         conf_dir=CONF_DIR, keep_hydra=keep_hydra, job_id="test")
 
 
 @pytest.fixture

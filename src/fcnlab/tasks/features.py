@@ -86,28 +86,29 @@ def cache_dir(cfg: DictConfig) -> Path:
     return Path(cfg.paths.data_dir) / KEYWORD
 
 
-def _verified(folder: Path) -> dict | None:
+def _verified(folder: Path, remedy: str | None = None) -> dict | None:
     """The build record of a finished build in ``folder``, its file's hash checked; None when
     there is no finished build. A file whose hash differs is an error, not a rebuild: something
-    changed it, and a silent rebuild would hide that."""
+    changed it, and a silent rebuild would hide that. ``remedy`` ends the error's message
+    (default: delete the folder to rebuild)."""
+    remedy = remedy or f"delete {folder} to rebuild"
     results = folder / "results.json"
     if not results.is_file():
         return None
     try:
         record = json.loads(results.read_text())
     except ValueError as e:
-        raise DataError(f"{results}: not valid JSON ({e}); delete {folder} to rebuild") from None
+        raise DataError(f"{results}: not valid JSON ({e}); {remedy}") from None
     classifier = record.get("classifier") or {}
     if record.get("status") != "finished" or not classifier.get("path"):
         return None
     path = folder / Path(classifier["path"]).name
     if not path.is_file():
-        raise DataError(f"{path}: missing, but {results} says the build finished; delete "
-                        f"{folder} to rebuild")
+        raise DataError(f"{path}: missing, but {results} says the build finished; {remedy}")
     got = file_sha256(path)
     if got != classifier.get("sha256"):
         raise DataError(f"{path}: SHA-256 {got}, expected {classifier.get('sha256')} (recorded "
-                        f"by its build in {results}); delete {folder} to rebuild")
+                        f"by its build in {results}); {remedy}")
     return {**record, "classifier": {**classifier, "path": str(path)}}
 
 
@@ -269,13 +270,10 @@ def _copy_shipped(key: str, staging: Path) -> bool:
     """Copy the shipped build of ``key`` into ``staging``, its records pointed there; False when
     fcnlab ships none. The caller's hash check (:func:`_verified`) covers the copy."""
     shipped = SHIPPED_DIR / key
-    try:
-        if _verified(shipped) is None:
-            return False
-    except DataError as e:
-        raise DataError(f"{e.args[0].split('; delete')[0]}: the file shipped with fcnlab is "
-                        f"damaged; restore it (git checkout {shipped}), or build the recipe "
-                        f"with {KEYWORD}.shipped=false") from None
+    remedy = (f"the file shipped with fcnlab is damaged; restore it (git checkout {shipped}), "
+              f"or build the recipe with {KEYWORD}.shipped=false")
+    if _verified(shipped, remedy) is None:
+        return False
     for path in sorted(shipped.iterdir()):
         if path.is_file():
             shutil.copy2(path, staging / path.name)

@@ -30,22 +30,27 @@ from fcnlab.tasks.features import KEYWORD, PLACEHOLDER, SHIPPED_DIR, ensure, rew
 CONF_DIR = Path(__file__).resolve().parents[3] / "conf"
 
 
-def compose_train(overrides: list[str], output_dir: Path) -> DictConfig:
-    """conf/train.yaml with ``overrides``, as ``python train.py`` composes it (HydraConfig set,
-    so ``${hydra:...}`` resolves; the run folder is ``output_dir``)."""
+def compose_train(overrides: list[str], output_dir: Path, *, config_name: str = "train",
+                  conf_dir: Path = CONF_DIR, keep_hydra: bool = False,
+                  job_id: str = "ship") -> DictConfig:
+    """``conf/<config_name>.yaml`` with ``overrides``, as its entry script composes it
+    (HydraConfig set, so ``${hydra:...}`` resolves; the run folder is ``output_dir``). Unless
+    ``keep_hydra``, the ``hydra`` node is then dropped, as ``@hydra.main`` does before calling
+    the task. The tests compose every config this way (tests/conftest.py)."""
     GlobalHydra.instance().clear()
     try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            cfg = compose(config_name="train", return_hydra_config=True, overrides=overrides)
+        with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
+            cfg = compose(config_name=config_name, return_hydra_config=True, overrides=overrides)
     finally:
         GlobalHydra.instance().clear()
     with open_dict(cfg):
         cfg.hydra.runtime.output_dir = str(output_dir)
-        cfg.hydra.job.id = "ship"
+        cfg.hydra.job.id = job_id
         cfg.hydra.job.num = 0
     HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        del cfg["hydra"]
+    if not keep_hydra:
+        with open_dict(cfg):
+            del cfg["hydra"]
     return cfg
 
 
