@@ -278,3 +278,32 @@ def test_render_a_hand_written_folder(tmp_path):
         "|---|---|---|---|---|---|\n"
         "| FCN-32s | 800 | 83.3 (89.1) | 15.8 (73.3) | 10.9 (59.4) | 71.1 (81.4) |\n"
         "| FCN-8s (failed) | 400 | 80.0 (90.3) | 20.0 (75.9) | nan (62.7) | 70.0 (83.2) |")
+
+
+def test_render_leaves_out_findings_nobody_ran(tmp_path):
+    """A sweep of one network's seeds (the main job) judges no finding: the block is its table,
+    without a findings table of "not run" rows; a judged finding beside them is kept."""
+    folder = tmp_path / "main_job"
+    (folder / "runs").mkdir(parents=True)
+    (folder / "manifest.json").write_text(json.dumps({
+        "report_command": "python -m fcnlab.report logs/main_job --publish docs/results/main_job",
+        "commits": [{"sha": SHA, "dirty": False}], "dirty": False}))
+    (folder / "table.csv").write_text(
+        "table,network,run,status,column,iteration,split,pixel_acc,mean_acc,mean_iou,fw_iou,"
+        "paper_pixel_acc,paper_mean_acc,paper_mean_iou,paper_fw_iou\n"
+        "fcn,FCN-8s,seed0,finished,final,1200,val,92.2,53.4,47.3,86.1,90.3,75.9,62.7,83.2\n")
+    (folder / "runs" / "seed0.json").write_text(json.dumps({
+        "run": "seed0", "command": "train.py -m seed=0,1,2 hydra.sweep.subdir=seed${seed}",
+        "commit": {"sha": SHA, "dirty": False}, "wall_time_s": 190.0,
+        "machine": {"processor": "x86_64", "cpu_count": 2}}))
+    header = "table,finding,variant,paper_difference,difference,se,p,verdict\n"
+    not_run = "fcn,FCN-16s > FCN-32s in mean IU,,3.0,,,,not run\n"
+    (folder / "findings.csv").write_text(header + not_run)
+    text = render(folder)
+    assert "Findings" not in text
+    # the command as a shell line to paste: ${seed} quoted, as its user typed it
+    assert "`python train.py -m seed=0,1,2 'hydra.sweep.subdir=seed${seed}'`" in text
+    judged = "fcn,FCN-8s > FCN-16s in mean IU,,0.3,12.5,1.3,0.0004,reproduced\n"
+    (folder / "findings.csv").write_text(header + not_run + judged)
+    text = render(folder)
+    assert "FCN-8s > FCN-16s in mean IU" in text and "FCN-16s > FCN-32s" not in text

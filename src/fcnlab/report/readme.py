@@ -17,6 +17,7 @@ import csv
 import difflib
 import json
 import re
+import shlex
 import sys
 from pathlib import Path
 
@@ -117,7 +118,10 @@ def _signed(text: str | None, decimals: int) -> str:
 
 def findings_table(rows: list[dict]) -> str:
     """The papers' findings judged on our seeds (``findings.csv``, fcnlab.report.findings): the
-    paper's difference, ours with its standard error, the one-sided p and the verdict."""
+    paper's difference, ours with its standard error, the one-sided p and the verdict. A finding
+    whose groups the sweep did not run says nothing (as a paper row nobody ran), so a sweep of
+    one network (the main job's seeds) shows its table alone."""
+    rows = [r for r in rows if r["verdict"] != "not run"]
     if not rows:
         return ""
     header = ["finding (a > b in the paper)", "paper, a − b", "ours, a − b ± se", "p",
@@ -157,11 +161,17 @@ def _unique(values) -> list:
     return out
 
 
+def _shell(command: str) -> str:
+    """A record's command (its argv joined by spaces) as a shell line to paste: an argument the
+    shell would change (``seed${seed}``, ``[a,b]``) is quoted, as its user had to."""
+    return " ".join(shlex.quote(word) for word in command.split())
+
+
 def provenance(manifest: dict, records: list[dict]) -> str:
     """One line: the commands, the commit, the wall time and the machine."""
     measured = [r for r in records if "commit" in r]  # jobs that wrote a record
     commands = [("python " + c if c.split()[0].endswith(".py") else c)
-                for c in _unique(str(r["command"]) for r in measured if r.get("command"))]
+                for c in _unique(_shell(str(r["command"])) for r in measured if r.get("command"))]
     commands.append(manifest["report_command"])
     commits = ", ".join(f"{str(c['sha'])[:7]}" + ("+dirty" if c.get("dirty") else "")
                         for c in manifest["commits"])
