@@ -15,7 +15,7 @@ import time
 import torch
 from torch.nn import functional as F
 
-from fcnlab.bench.suite import EMBEDDED_RECIPE
+from fcnlab.bench.rows import EMBEDDED_RECIPE
 from fcnlab.models.fcn import FCN
 
 # name: (FCN keyword arguments over the recipe's, channels-last)

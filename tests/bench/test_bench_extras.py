@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from fcnlab.bench import PRESETS, suite
+from fcnlab.bench.rows import resolve_row
 from fcnlab.bench.targets import targets
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -46,13 +47,13 @@ def test_unknown_fast_setting_is_one_line(tmp_path):
 
 def test_rows_resolve_with_variants():
     small = PRESETS["small"]
-    row = suite.resolve_row(small, "fcn8s_caffe_full+cl+bf16")
+    row = resolve_row(small, "fcn8s_caffe_full+cl+bf16")
     assert row.name == "fcn8s_caffe_full+cl+bf16" and row.width == 1.0 and row.batch == 1
     assert row.fast == {"channels_last": True, "precision": "bf16-mixed"}
-    assert suite.resolve_row(small, "fcn8s_caffe").fast == {}
+    assert resolve_row(small, "fcn8s_caffe").fast == {}
     with pytest.raises(KeyError):
-        suite.resolve_row(small, "nope")
-    assert suite.resolve_row(small, small.peer_row).overrides == {"geometry": "caffe"}
+        resolve_row(small, "nope")
+    assert resolve_row(small, small.peer_row).overrides == {"geometry": "caffe"}
     mem = PRESETS["memory"]
     assert mem.extras == () and [r.name for r in mem.rows] == ["fcn8s_caffe_500x375_full"]
 
@@ -64,15 +65,15 @@ def test_embedded_recipe_row_is_the_scales_fcn8s(tmp_path):
 
     cfg = compose_cfg("train", [], tmp_path, debug=None)
     net = cfg.model.net
-    row = suite.resolve_row(PRESETS["small"], "fcn8s_embedded")
+    row = resolve_row(PRESETS["small"], "fcn8s_embedded")
     assert row.overrides == {"geometry": net.geometry, "batch_norm": net.batch_norm,
                              "fc_channels": net.fc_channels}
     assert (row.width, row.batch, list(row.hw)) == (net.width, cfg.data.datamodule.batch_size,
                                                     list(cfg.data.datamodule.image_size))
     built = suite.build_net(suite.default_conf_dir(), row, 11)
     assert built.trunk.batch_norm and built.geometry == "aligned"
-    paper = suite.build_net(suite.default_conf_dir(), suite.resolve_row(PRESETS["small"],
-                                                                        "fcn8s_caffe"), 11)
+    paper = suite.build_net(suite.default_conf_dir(), resolve_row(PRESETS["small"],
+                                                                  "fcn8s_caffe"), 11)
     assert not paper.trunk.batch_norm and paper.trunk.fc7.weight.shape[0] == 512  # 4096 / 8
 
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from fcnlab.bench import suite
 from fcnlab.bench.gpu_rows import DRY, GPU, SPECS, VARIANTS, variant_suffix
 from fcnlab.bench.gpu_train import train_overrides
+from fcnlab.bench.rows import Row, variant
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "gpu_check.sh"
@@ -71,9 +71,9 @@ def test_every_row_and_variant_is_there_with_numbers(dry_run):
 
 
 def test_row_names_are_the_benchmarks_variant_names():
-    base = suite.Row("r", "fcn8s", (8, 8), 1, 1.0)
+    base = Row("r", "fcn8s", (8, 8), 1, 1.0)
     for v in VARIANTS[1:]:
-        assert suite.variant(base, v).name == f"r+{variant_suffix(v)}"
+        assert variant(base, v).name == f"r+{variant_suffix(v)}"
 
 
 def test_training_phase_results(dry_run):

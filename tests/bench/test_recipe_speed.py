@@ -5,7 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from fcnlab.bench.suite import EMBEDDED_RECIPE
+from fcnlab.bench.rows import EMBEDDED_RECIPE
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))

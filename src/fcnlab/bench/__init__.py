@@ -82,19 +82,14 @@ JSON (``--out``) keys:
   of the per-rep ratios); optional ``compile_s``; ``profile`` {``ours``, ``peer``,
   ``ours_eval``, ``peer_eval``} with ``--profile``.
 * ``data_pipeline``, ``metrics_cost``, ``patchwise_vs_dense``: as printed (see
-  :mod:`fcnlab.bench.suite`).
+  :mod:`fcnlab.bench.extras`).
 * ``targets[]``: the performance targets this run measured: ``target``, ``row``, ``value``, ``unit``
   (``MiB`` or ``x``), ``limit``, ``met``; ``measured_by`` (memory); ``limited_by[]`` (``op``,
   ``share_pct``: the top ops of the row's profile, with ``--profile``).
 """
 
+# The rows import neither torch nor Hydra: the GPU check (fcnlab.bench.gpu_check) still starts
+# without them, to say which packages a machine lacks.
+from fcnlab.bench.rows import PRESETS, Preset, Row
+
 __all__ = ["PRESETS", "Preset", "Row"]
-
-
-def __getattr__(name: str):
-    # Imported on first use, not with the package: the suite needs Hydra, and the GPU check
-    # (fcnlab.bench.gpu_check) must start without it to say which packages a machine lacks.
-    if name in __all__:
-        from fcnlab.bench import suite
-        return getattr(suite, name)
-    raise AttributeError(f"module 'fcnlab.bench' has no attribute {name!r}")

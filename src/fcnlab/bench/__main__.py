@@ -12,7 +12,18 @@ from pathlib import Path
 
 import torch
 
-from fcnlab.bench import measure, peer, suite
+from fcnlab.bench import extras, measure, peer, suite
+from fcnlab.bench.rows import (
+    EXTRAS,
+    FAST,
+    PRESETS,
+    Preset,
+    Row,
+    preset_dict,
+    resolve_row,
+    row_names,
+    variant,
+)
 from fcnlab.bench.targets import targets as judge
 
 
@@ -20,7 +31,7 @@ def parse(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m fcnlab.bench",
                                 description=(sys.modules["fcnlab.bench"].__doc__ or "")
                                 .splitlines()[0])
-    p.add_argument("--preset", choices=sorted(suite.PRESETS), default="small")
+    p.add_argument("--preset", choices=sorted(PRESETS), default="small")
     p.add_argument("--out", type=Path, default=Path("bench.json"), help="JSON results file")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
@@ -32,11 +43,11 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--conf", type=Path, default=suite.default_conf_dir())
     p.add_argument("--data-dir", type=Path, default=suite.default_data_dir(),
                    help="where the synthetic data is (written on first use)")
-    p.add_argument("--skip", nargs="+", default=[], choices=("rows",) + suite.EXTRAS,
+    p.add_argument("--skip", nargs="+", default=[], choices=("rows",) + EXTRAS,
                    help="leave out these measurements (rows: the model rows)")
     p.add_argument("--fast", nargs="+", default=[], metavar="SETTING",
                    help="also time each row through fcnlab.fastpath with these settings, one "
-                        f"variant row each (<row>+cl, ...): {', '.join(suite.FAST)}; join by "
+                        f"variant row each (<row>+cl, ...): {', '.join(FAST)}; join by "
                         "'+' to combine (channels_last+bf16)")
     p.add_argument("--profile", action="store_true",
                    help="profile training steps of each row (and the peer comparison): top ops "
@@ -63,17 +74,17 @@ def parse(argv=None) -> argparse.Namespace:
     return args
 
 
-def select_rows(args: argparse.Namespace, preset: suite.Preset) -> list[suite.Row]:
+def select_rows(args: argparse.Namespace, preset: Preset) -> list[Row]:
     if "rows" in args.skip:
         return []
-    names = suite.row_names(preset)
+    names = row_names(preset)
     if args.rows is None:
         rows = list(preset.rows)
     else:
         rows = []
         for name in args.rows:
             try:
-                rows.append(suite.resolve_row(preset, name))
+                rows.append(resolve_row(preset, name))
             except KeyError:
                 raise SystemExit(f"error: --rows: no row named {name!r}; rows of preset "
                                  f"{args.preset}: {names}") from None
@@ -84,14 +95,14 @@ def select_rows(args: argparse.Namespace, preset: suite.Preset) -> list[suite.Ro
         out.append(row)
         for spec in args.fast:
             try:
-                out.append(suite.variant(row, spec))
+                out.append(variant(row, spec))
             except ValueError as e:
                 raise SystemExit(f"error: {e}") from None
     return out
 
 
 def run(args: argparse.Namespace) -> dict:
-    preset = suite.PRESETS[args.preset]
+    preset = PRESETS[args.preset]
     if args.iters or args.warmup is not None:
         from dataclasses import replace
         preset = replace(preset, iters=args.iters or preset.iters,
@@ -101,15 +112,15 @@ def run(args: argparse.Namespace) -> dict:
     if args.peer:
         name = args.peer_row or preset.peer_row
         try:
-            peer_row = suite.resolve_row(preset, name)
+            peer_row = resolve_row(preset, name)
         except (KeyError, ValueError):
             raise SystemExit(f"error: --peer-row: no row named {name!r}; rows of preset "
-                             f"{args.preset}: {suite.row_names(preset)}") from None
+                             f"{args.preset}: {row_names(preset)}") from None
         try:  # fail on a bad path before minutes of rows
             peer.load_peer(args.peer)
         except peer.PeerError as e:
             raise SystemExit(f"error: {e}") from None
-    skip = set(args.skip) | (set(suite.EXTRAS) - set(preset.extras))
+    skip = set(args.skip) | (set(EXTRAS) - set(preset.extras))
     profile = ({"steps": args.profile_steps, "top": args.profile_top} if args.profile else None)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -121,11 +132,11 @@ def run(args: argparse.Namespace) -> dict:
         "machine": {"device": device.type, "name": measure.device_name(device),
                     "threads": torch.get_num_threads(), "torch": torch.__version__,
                     "python": platform.python_version(), "matmul_peak": peak},
-        "preset": args.preset, "config": suite.preset_dict(preset), "rows": [],
+        "preset": args.preset, "config": preset_dict(preset), "rows": [],
     }
     dm = num_classes = None
     if not {"data", "metrics"} <= skip:
-        dm, num_classes = suite.make_datamodule(args.conf, args.data_dir, preset.data)
+        dm, num_classes = extras.make_datamodule(args.conf, args.data_dir, preset.data)
     k = num_classes or 11
     for row in rows:
         print(f"[bench] {row.name} {row.hw[0]}x{row.hw[1]} batch {row.batch} width {row.width:g}",
@@ -170,22 +181,22 @@ def run(args: argparse.Namespace) -> dict:
             raise SystemExit(f"error: {e}") from None
     if "data" not in skip:
         print("[bench] data pipeline", file=sys.stderr, flush=True)
-        data = suite.bench_data(dm, batches=max(4, 2 * preset.iters))
+        data = extras.bench_data(dm, batches=max(4, 2 * preset.iters))
         for name in (preset.data_row, "fcn8s_aligned"):
             if name in by_name:
                 data[f"ratio_vs_{name}"] = data["images_per_s"] / by_name[name]["train_images_per_s"]
         result["data_pipeline"] = data
     if "metrics" not in skip:
         print("[bench] metric costs", file=sys.stderr, flush=True)
-        row = suite.resolve_row(preset, preset.data_row)
+        row = resolve_row(preset, preset.data_row)
         torch.manual_seed(0)
         net = suite.build_net(args.conf, row, k).to(device)
-        result["metrics_cost"] = dict(suite.bench_metrics(dm, net, device, k, preset.iters),
+        result["metrics_cost"] = dict(extras.bench_metrics(dm, net, device, k, preset.iters),
                                       model=row.name, width=row.width)
         del net
     if "patchwise" not in skip:
         print("[bench] patch-wise vs dense", file=sys.stderr, flush=True)
-        result["patchwise_vs_dense"] = suite.bench_patchwise(
+        result["patchwise_vs_dense"] = extras.bench_patchwise(
             device, preset.patch_hw, preset.patch_width, k, reps=max(2, preset.iters))
     result["targets"] = judge(result)
     result["wall_s"] = time.perf_counter() - started

@@ -36,7 +36,7 @@ SPECS = (
     Spec("segnet_360x480", "segnet", (360, 480), 5, 11, {}, (32, 32), 2),
 )
 SPEC_BY_NAME = {s.name: s for s in SPECS}
-# fp32 is the plain row; the others are --fast settings of the benchmark (suite.FAST). Compile
+# fp32 is the plain row; the others are --fast settings of the benchmark (rows.FAST). Compile
 # goes last: it takes the longest, so a phase that runs out of time loses only that row.
 VARIANTS = ("fp32", "channels_last", "bf16", "channels_last+bf16", "compile")
 
@@ -78,7 +78,7 @@ def bench_worker(args: argparse.Namespace) -> int:
 
     import torch
 
-    from fcnlab.bench import measure, suite
+    from fcnlab.bench import measure, rows, suite
 
     mode, spec = args.mode, SPEC_BY_NAME[args.worker]
     # What the imports made lives as long as the process: out of the collector's way, so each
@@ -87,15 +87,15 @@ def bench_worker(args: argparse.Namespace) -> int:
     gc.freeze()
     device = torch.device("cpu") if mode.dry else measure.pick_device("cuda")
     measure.tune_allocator()
-    preset = suite.Preset(rows=(), iters=mode.iters, warmup=mode.warmup, matmul_n=mode.matmul_n,
-                          data={}, patch_hw=0, patch_width=0.0, data_row="")
+    preset = rows.Preset(rows=(), iters=mode.iters, warmup=mode.warmup, matmul_n=mode.matmul_n,
+                         data={}, patch_hw=0, patch_width=0.0, data_row="")
     peak = measure.matmul_peak_gflops(device, mode.matmul_n, reps=5)
     out = {"row": spec.name, "device": device.type, "matmul_peak": peak, "rows": [],
            "machine": {"name": measure.device_name(device), "threads": torch.get_num_threads()}}
     hw, batch = (spec.dry_hw, spec.dry_batch) if mode.dry else (spec.hw, spec.batch)
-    base = suite.Row(spec.name, spec.model, hw, batch, mode.width, dict(spec.net))
+    base = rows.Row(spec.name, spec.model, hw, batch, mode.width, dict(spec.net))
     for variant in VARIANTS:
-        row = base if variant == "fp32" else suite.variant(base, variant)
+        row = base if variant == "fp32" else rows.variant(base, variant)
         info = {"name": row.name, "group": spec.name, "variant": variant, "model": row.model,
                 "input_hw": list(row.hw), "paper_hw": list(spec.hw), "batch": row.batch,
                 "width": row.width, "num_classes": spec.classes, "fast": dict(row.fast)}
@@ -120,8 +120,8 @@ def bench_worker(args: argparse.Namespace) -> int:
 
 
 def variant_suffix(variant: str) -> str:
-    """``channels_last+bf16`` -> ``cl+bf16``: the suffix :func:`fcnlab.bench.suite.variant` gives
-    the row's name (known here without importing the suite, for rows that never ran)."""
+    """``channels_last+bf16`` -> ``cl+bf16``: the suffix :func:`fcnlab.bench.rows.variant` gives
+    the row's name (known here without importing the rows, for rows that never ran)."""
     return "+".join("cl" if part == "channels_last" else part for part in variant.split("+"))
 
 

@@ -32,7 +32,8 @@ from pathlib import Path
 import torch
 
 from fcnlab.bench.measure import interleaved, median, profile_ops, timed
-from fcnlab.bench.suite import Row, Steps, build_net, logits
+from fcnlab.bench.rows import Row
+from fcnlab.bench.suite import Steps, build_net, logits
 
 
 class PeerError(Exception):

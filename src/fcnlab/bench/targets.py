@@ -3,7 +3,9 @@ whether it is met, and for a missed one the top ops of the row's profile."""
 
 from __future__ import annotations
 
-from fcnlab.bench.suite import TRAIN_MEMORY_LIMIT_MIB, is_memory_row
+from fcnlab.bench.rows import is_memory_row
+
+TRAIN_MEMORY_LIMIT_MIB = 6 * 1024  # GiB of host memory for a full-width FCN-8s step on 500×375
 
 
 def _limited_by(profile: dict | None, n: int = 3) -> list[dict]:
