@@ -24,8 +24,8 @@ import pytest
 import torch
 
 from fcnlab.data.toy import write_camvid, write_sbd, write_voc
+from fcnlab.models.layouts import torchvision_to_caffe
 from fcnlab.models.vgg import VGG16Classifier
-from fcnlab.models.weights import torchvision_to_caffe
 
 ROOT = Path(__file__).resolve().parents[1]
 WIDTH = 0.0625

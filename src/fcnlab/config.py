@@ -98,7 +98,7 @@ def check_train_config(cfg: DictConfig) -> None:
         # Weights fed the other input convention train, only worse (docs/reference.md §6): when
         # the convention is declared or in the file's sidecar (no tensor read), a mismatch stops
         # the run here; the Caffe layout and an undeclared file are checked when it is loaded.
-        from fcnlab.models.weights import check_preprocess
+        from fcnlab.models.sidecar import check_preprocess
 
         check_preprocess(pretrained, None, OmegaConf.select(cfg, "data.datamodule.preprocess"),
                          declared=OmegaConf.select(cfg, "model.pretrained_preprocess"))

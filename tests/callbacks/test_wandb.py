@@ -26,7 +26,8 @@ from conftest import ROOT, compose_cfg
 from fcnlab.callbacks.wandb_media import VOID_NAME, mask_layers
 from fcnlab.tasks.evaluate import evaluate
 from fcnlab.tasks.train import train
-from fcnlab.tasks.trainer import WANDB_ID_FILE, build_trainer, closing_loggers, wandb_run_args
+from fcnlab.tasks.trainer import build_trainer
+from fcnlab.tasks.wandb_runs import WANDB_ID_FILE, closing_loggers, wandb_run_args
 
 pytest.importorskip("wandb", reason='needs the loggers extra: pip install "fcnlab[loggers]"')
 from wandb.proto import wandb_internal_pb2  # noqa: E402

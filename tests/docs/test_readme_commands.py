@@ -84,8 +84,15 @@ SKIPPED = {
         "docs/adding-a-model.md: `…` is the example's run and images; predict.py with "
         "written-out paths is checked from docs/usage.md",
     "python scripts/object_sizes.py":
-        "README.md: reads the main job's synthetic data folder under data/, which a test "
+        "docs/tables.md: reads the main job's synthetic data folder under data/, which a test "
         "session does not write there; it prints one line of counts",
+    "python scripts/object_sizes.py --data data/synthetic-v1-192x256-n2000-200-200-s0-void1":
+        "docs/embedded.md: reads a 192x256 synthetic data folder under data/ that only the "
+        "page's probe writes; the script itself is the README's, skipped above",
+    "python scripts/redraw_layers.py data/embedded_imagenet/a38b2ba2bf3e6e18/vgg16_classifier.pt "
+    "logs/probes/conv5/vgg16_classifier.pt features.24 features.26 features.28":
+        "docs/embedded.md: reads the embedded ImageNet a first run copies under data/; "
+        "tests/test_scripts.py runs the script on a small file",
     "python predict.py ckpt_path=… input=<folder>":
         "docs/adding-a-dataset.md: `…` is the checkpoint of the example's run; predict.py with "
         "written-out paths is checked from docs/usage.md",
@@ -474,8 +481,9 @@ def check_convert(cmd: Command, tmp: Path) -> None:
     import torch
 
     from fcnlab.models.convert import main, parse
+    from fcnlab.models.sidecar import input_convention
     from fcnlab.models.vgg import VGG16Classifier
-    from fcnlab.models.weights import input_convention, read_vgg16_classifier
+    from fcnlab.models.weights import read_vgg16_classifier
 
     args = [str(tmp / a.lstrip("/")) if a.startswith("/data/") else a
             for a in _script_args(cmd, tmp)]

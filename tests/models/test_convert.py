@@ -28,9 +28,9 @@ from fcnlab.models.convert import (
     main,
 )
 from fcnlab.models.fcn import FCN
+from fcnlab.models.sidecar import INPUT_CONVENTIONS
 from fcnlab.models.vgg import VGG16, VGG16Classifier
 from fcnlab.models.weights import (
-    INPUT_CONVENTIONS,
     convolutionalize,
     file_sha256,
     load_pretrained_trunk,

@@ -13,10 +13,14 @@ import pytest
 import torch
 
 from fcnlab.errors import ConfigError
-from fcnlab.models.weights import (
-    CAFFE_CONVS, caffe_to_torchvision, check_preprocess, detect_layout, load_caffe_vgg16,
+from fcnlab.models.layouts import (
+    CAFFE_CONVS,
+    caffe_to_torchvision,
+    detect_layout,
+    load_caffe_vgg16,
     torchvision_to_caffe,
 )
+from fcnlab.models.sidecar import check_preprocess
 from fcnlab.models.vgg import VGG16, VGG16Classifier
 from fcnlab.models.weights import convolutionalize, load_pretrained_trunk, load_vgg16_classifier
 

@@ -8,7 +8,7 @@ the raw 0–255 RGB pixel (``x[k] = scale[k] · raw[order[k]] + shift[k]``), so 
 rewritten in the target's and folded into ``conv1_1``'s weight (channel order and scale) and bias
 (the offsets, summed over the kernel) by :func:`fold_input_convention`. The output gets a
 ``<out>.json`` sidecar (``preprocess``, its SHA-256 and the source file's), which
-:func:`fcnlab.models.weights.input_convention` reads; a plain ``vgg16`` converted to ``caffe`` is
+:func:`fcnlab.models.sidecar.input_convention` reads; a plain ``vgg16`` converted to ``caffe`` is
 written in the Caffe layer-name layout, which says ``caffe`` by itself if the sidecar is lost.
 
 **Equal away from the border only.** ``conv1_1`` zero-pads its input. In the source convention a
@@ -35,15 +35,9 @@ import torch
 
 from fcnlab.conventions import CAFFE_MEAN_BGR, IMAGENET_MEAN_RGB, IMAGENET_STD_RGB
 from fcnlab.errors import FcnlabError
-from fcnlab.models.weights import (
-    _is_bn_layout,
-    file_sha256,
-    input_convention,
-    read_sidecar,
-    read_vgg16_classifier,
-    sidecar_path,
-    torchvision_to_caffe,
-)
+from fcnlab.models.layouts import _is_bn_layout, torchvision_to_caffe
+from fcnlab.models.sidecar import input_convention, read_sidecar, sidecar_path
+from fcnlab.models.weights import file_sha256, read_vgg16_classifier
 
 log = logging.getLogger(__name__)
 

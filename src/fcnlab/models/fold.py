@@ -15,8 +15,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from fcnlab.models.layouts import conv_layout
 from fcnlab.models.vgg import VGG16_FC6_KERNEL
-from fcnlab.models.weights import conv_layout
 
 
 @torch.no_grad()

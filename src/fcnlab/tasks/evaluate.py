@@ -13,8 +13,8 @@ from fcnlab.callbacks.records import RunRecord, parameter_counts
 from fcnlab.config import instantiate, to_plain
 from fcnlab.errors import ConfigError
 from fcnlab.module import SegmentationModule
-from fcnlab.tasks.trainer import (build_trainer, closing_loggers, crf_params, print_summary,
-                                  record_compile_time)
+from fcnlab.tasks.trainer import build_trainer, crf_params, print_summary, record_compile_time
+from fcnlab.tasks.wandb_runs import closing_loggers
 
 
 def evaluate(cfg: DictConfig) -> dict:

@@ -3,7 +3,7 @@
 FCN-32s-fixed (CVPR 2015, Table 2) learns only ``score_fr`` on top of *fixed features of a
 classifier*: ImageNet VGG16 with its fully connected layers turned into convolutions. At embedded
 scale there is no ImageNet, so ``python train.py experiment=pretrain_vgg`` makes the classifier
-from the data at hand: a :class:`~fcnlab.models.weights.VGG16Classifier` (fc6, fc7, fc8 included)
+from the data at hand: a :class:`~fcnlab.models.vgg.VGG16Classifier` (fc6, fc7, fc8 included)
 at the run's width, trained on crops of the *training* split, each labelled with the class of
 the object at its centre, and saved in the torchvision layout to ``<run>/vgg16_classifier.pt``.
 ``python train.py model=fcn32s_fixed model.pretrained=<run>/vgg16_classifier.pt`` then
@@ -62,8 +62,9 @@ from fcnlab.callbacks.records import RunRecord, parameter_counts
 from fcnlab.config import instantiate, to_plain
 from fcnlab.errors import ConfigError, DataError
 from fcnlab.models.fold import centre_fc6, folded_state_dict
+from fcnlab.models.sidecar import SIDECAR_SUFFIX
 from fcnlab.models.vgg import VGG16_FC6_KERNEL, VGG16Classifier, check_width
-from fcnlab.models.weights import SIDECAR_SUFFIX, file_sha256
+from fcnlab.models.weights import file_sha256
 from fcnlab.optim import param_groups
 from fcnlab.callbacks.wandb_media import WandbPredictions
 from fcnlab.tasks.trainer import build_trainer, fit_and_validate, start_run
