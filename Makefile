@@ -29,8 +29,9 @@ install: $(VENV)/.installed
 train: install
 	$(PY) train.py $(ARGS)
 
+# One pytest-xdist worker per core (tests/conftest.py splits torch's threads among them).
 test: install
-	$(PY) -m pytest -q $(ARGS)
+	$(PY) -m pytest -q -n auto $(ARGS)
 
 test-slow: install
 	$(PY) -m pytest -q -m slow $(ARGS)
