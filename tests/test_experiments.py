@@ -91,7 +91,8 @@ SWEEPS = {
     },
     "segnet_table_embedded": {
         "folder": "segnet_table-embedded",
-        "models": SEGNET_MODELS,
+        # longest job first, for a parallel launcher (the experiment's comment)
+        "models": ["deconvnet", "segnet", "deeplab_largefov", "fcn_learnt_deconv", "fcn_bilinear"],
         "all": {**EMBEDDED, "data.datamodule.image_size": [96, 128],
                 "data.datamodule.num_train": 2000, "data.datamodule.num_val": 200,
                 "data.datamodule.num_test": 200, "data.datamodule.batch_size": 8,
