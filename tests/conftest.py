@@ -18,7 +18,7 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 
 import fcnlab.config  # noqa: F401  (registers the ${pid:} resolver used by conf/hydra)
-from fcnlab.tasks.ship import compose_train
+from fcnlab.config import compose_job
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = ROOT / "conf"
@@ -101,7 +101,7 @@ def compose_cfg(config_name: str, overrides: list[str] | None, tmp_path: Path, *
     ]
     if debug:
         base.append(f"debug={debug}")
-    return compose_train(base + list(overrides or []), output_dir, config_name=config_name,
+    return compose_job(base + list(overrides or []), output_dir, config_name=config_name,
                          conf_dir=CONF_DIR, keep_hydra=keep_hydra, job_id="test")
 
 

@@ -14,8 +14,11 @@ from datetime import datetime
 from pathlib import Path
 
 import hydra
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from fcnlab.errors import ConfigError, FcnlabError
 
@@ -155,3 +158,31 @@ def check_group_choices(conf_dir: str | Path, argv: list[str]) -> str | None:
             if choice and choice not in options:
                 return f"{key}={choice}: no such option; expected one of {', '.join(options)}"
     return None
+
+
+# conf/ of the checkout this package is installed from (train.py's config_path).
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+
+
+def compose_job(overrides: list[str], output_dir: Path, *, config_name: str = "train",
+                conf_dir: Path = CONF_DIR, keep_hydra: bool = False,
+                job_id: str = "job") -> DictConfig:
+    """``conf/<config_name>.yaml`` with ``overrides``, as its entry script composes it
+    (HydraConfig set, so ``${hydra:...}`` resolves; the run folder is ``output_dir``). Unless
+    ``keep_hydra``, the ``hydra`` node is then dropped, as ``@hydra.main`` does before calling
+    the task. The ship command and the tests (tests/conftest.py) compose their jobs this way."""
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
+            cfg = compose(config_name=config_name, return_hydra_config=True, overrides=overrides)
+    finally:
+        GlobalHydra.instance().clear()
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(output_dir)
+        cfg.hydra.job.id = job_id
+        cfg.hydra.job.num = 0
+    HydraConfig.instance().set_config(cfg)
+    if not keep_hydra:
+        with open_dict(cfg):
+            del cfg["hydra"]
+    return cfg

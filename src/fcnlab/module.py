@@ -16,7 +16,6 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.trainer.states import TrainerFn
-from torchmetrics import Metric
 
 from fcnlab.callbacks.budgets import BudgetCheckpoints
 from fcnlab.callbacks.checkpoints import rng_state, set_rng_state
@@ -24,7 +23,8 @@ from fcnlab.config import instantiate
 from fcnlab.crf import CRFConfig, crf_predict, require_crf
 from fcnlab.errors import ConfigError, DataError, FcnlabError
 from fcnlab.fastpath import compile_options, prepare, to_input
-from fcnlab.metrics import BoundaryF1, SegmentationScores, majority_class_confmat, scores_from_confmat
+from fcnlab.metrics import (BoundaryF1, SegmentationScores, SplitLoss, majority_class_confmat,
+                            scores_from_confmat)
 from fcnlab.optim import param_groups
 
 LOSS_REDUCTIONS = ("mean", "sum")
@@ -36,29 +36,6 @@ log = logging.getLogger(__name__)
 
 class NonFiniteLossError(FcnlabError, FloatingPointError):
     """The training loss became NaN or infinite."""
-
-
-class SplitLoss(Metric):
-    """``total / norm`` of sums over a whole split, both summed across processes on ``compute``.
-
-    (torchmetrics' ``MeanMetric(nan_strategy="disable")`` would do, but in torchmetrics 1.9 that
-    strategy replaces the weights by ones: ``BaseAggregator._cast_and_nan_check_input``.)
-    A NaN loss stays NaN, it is not dropped.
-    """
-
-    full_state_update = False
-
-    def __init__(self):
-        super().__init__()
-        self.add_state("total", torch.tensor(0.0), dist_reduce_fx="sum")
-        self.add_state("norm", torch.tensor(0.0), dist_reduce_fx="sum")
-
-    def update(self, total: torch.Tensor, norm: torch.Tensor) -> None:
-        self.total += total.detach().float()
-        self.norm += norm.detach().float()
-
-    def compute(self) -> torch.Tensor:
-        return self.total / self.norm
 
 
 class SegmentationModule(L.LightningModule):

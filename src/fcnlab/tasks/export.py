@@ -45,7 +45,7 @@ from torch import nn
 
 from fcnlab.errors import ConfigError, FcnlabError
 from fcnlab.models.unpool import MaxUnpool
-from fcnlab.module import SegmentationModule
+from fcnlab.module import SegmentationModule, min_input_size
 
 FORMATS = ("onnx",)
 DEFAULT_OPSET = 18
@@ -99,11 +99,6 @@ def exportable_copy(net: nn.Module) -> nn.Module:
     if hasattr(net, "check_input_size"):  # DeconvNet: the minimum becomes the Dim's min instead
         net.check_input_size = lambda hw: None
     return net
-
-
-def min_input_size(net: nn.Module) -> int:
-    """The smallest height/width the network accepts (DeconvNet: 193; the others: 1)."""
-    return int(getattr(net, "min_input_size", 1) or 1)
 
 
 def _symbolic_dims(model) -> list[bool]:

@@ -19,40 +19,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 
+from fcnlab.config import compose_job
 from fcnlab.tasks.features import KEYWORD, PLACEHOLDER, SHIPPED_DIR, ensure, rewrite_folder
-
-# conf/ of the checkout this package is installed from (train.py's config_path).
-CONF_DIR = Path(__file__).resolve().parents[3] / "conf"
-
-
-def compose_train(overrides: list[str], output_dir: Path, *, config_name: str = "train",
-                  conf_dir: Path = CONF_DIR, keep_hydra: bool = False,
-                  job_id: str = "ship") -> DictConfig:
-    """``conf/<config_name>.yaml`` with ``overrides``, as its entry script composes it
-    (HydraConfig set, so ``${hydra:...}`` resolves; the run folder is ``output_dir``). Unless
-    ``keep_hydra``, the ``hydra`` node is then dropped, as ``@hydra.main`` does before calling
-    the task. The tests compose every config this way (tests/conftest.py)."""
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
-            cfg = compose(config_name=config_name, return_hydra_config=True, overrides=overrides)
-    finally:
-        GlobalHydra.instance().clear()
-    with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = str(output_dir)
-        cfg.hydra.job.id = job_id
-        cfg.hydra.job.num = 0
-    HydraConfig.instance().set_config(cfg)
-    if not keep_hydra:
-        with open_dict(cfg):
-            del cfg["hydra"]
-    return cfg
-
 
 def ship(cfg: DictConfig, dest_root: Path = SHIPPED_DIR) -> tuple[Path, dict]:
     """Copy the cached classifier of ``cfg``'s recipe (built if missing) to ``dest_root/<key>``;
@@ -79,7 +49,7 @@ def ship(cfg: DictConfig, dest_root: Path = SHIPPED_DIR) -> tuple[Path, dict]:
 def main(argv: list[str] | None = None) -> int:
     overrides = list(sys.argv[1:] if argv is None else argv)
     with tempfile.TemporaryDirectory(prefix="fcnlab-ship-") as tmp:
-        cfg = compose_train(overrides, Path(tmp))
+        cfg = compose_job(overrides, Path(tmp), job_id="ship")
         if not cfg.get(KEYWORD):
             print(f"error: the composed config has no `{KEYWORD}` block (scale=embedded sets it)",
                   file=sys.stderr)
